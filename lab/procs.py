@@ -1,0 +1,92 @@
+"""Child processes that cannot outlive the lab.
+
+Every member process is started in its own process group (so a terminal's Ctrl-C reaches
+only the controller, which then stops members in order) with Linux's parent-death signal
+set to SIGKILL (so even a SIGKILLed controller takes its members with it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    os.setpgid(0, 0)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def spawn(argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=_child_setup, env=env, cwd=cwd, close_fds=True,
+        )
+
+
+def signal_process(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def descendants_alive(pids: Sequence[int]) -> list[int]:
+    """Which of ``pids`` (and their children) are still running (zombies excluded)."""
+    alive = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            procs = [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for q in procs:
+            try:
+                if q.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(q.pid)
+            except psutil.NoSuchProcess:
+                pass
+    return alive
+
+
+def listening_ports(ports: Sequence[int]) -> list[int]:
+    """Which of ``ports`` still have a TCP listener on this machine."""
+    wanted = set(ports)
+    found = set()
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in wanted:
+            found.add(c.laddr.port)
+    return sorted(found)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that were free a moment ago (bound to port 0, then closed)."""
+    import socket
+
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports

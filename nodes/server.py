@@ -1,0 +1,397 @@
+"""The trio driver of one raftkv node: it owns the sockets, the disk and the clock, and
+feeds the sans-IO core (:mod:`nodes.raft`).
+
+One task, the *loop*, drains the core: ``ready()`` -> persist (one fsync for everything
+gathered since the last one: group commit) -> send -> apply -> answer clients. Every other
+task (peer receivers, client connections) only calls the core's non-blocking inputs and
+kicks the loop. trio runs one task at a time, so the core needs no lock; while the loop
+waits for an fsync, new proposals and messages pile up for the next batch.
+
+Client protocol: see ``nodes/PROTOCOL.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from nodes.kv import CommandError, KVStore, validate_command
+from nodes.raft import Config, NotLeader, ProtocolViolation, Raft, Ready, Role
+from nodes.transport import PeerSender, serve_peer_connection
+from nodes.types import Entry, Message
+from nodes.wal import WAL
+
+MAX_LINE = 1024 * 1024
+
+#: Bugs that live in the driver rather than the core.
+DRIVER_BUGS: frozenset[str] = frozenset()
+
+
+@dataclass
+class NodeOptions:
+    id: str
+    data_dir: Path
+    peer_listen: tuple[str, int]
+    client_listen: tuple[str, int]
+    peers: dict[str, tuple[str, int]]  # other node id -> address to dial (a proxy, in the lab)
+    peer_clients: dict[str, str] = field(default_factory=dict)  # id -> client address hint
+    tick_ms: float = 10.0
+    election_ms: float = 150.0
+    heartbeat_ms: float = 50.0
+    snapshot_entries: int = 10_000
+    fsync: bool = True
+    bugs: frozenset[str] = frozenset()
+    request_timeout: float = 10.0
+    max_inflight: int = 64
+    seed: int | None = None
+
+
+class Logger:
+    """Structured logs: one JSON object per line on stderr."""
+
+    def __init__(self, node: str, stream: Any = None) -> None:
+        self.node = node
+        self.stream = stream or sys.stderr
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        rec = {"ts": round(time.time(), 6), "node": self.node, "event": event, **fields}
+        self.stream.write(json.dumps(rec, default=str) + "\n")
+        self.stream.flush()
+
+
+class _Waiter:
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.result: dict[str, Any] | None = None
+
+    def set(self, result: dict[str, Any]) -> None:
+        if self.result is None:
+            self.result = result
+            self.event.set()
+
+
+@dataclass
+class _PendingRead:
+    key: str
+    waiter: _Waiter
+
+
+class Node:
+    def __init__(self, opts: NodeOptions, log: Logger | None = None) -> None:
+        self.opts = opts
+        self.log = log or Logger(opts.id)
+        self.wal, rec = WAL.open(opts.data_dir, fsync=opts.fsync,
+                                 log=lambda ev, f: self.log(ev, **f))
+        self.kv = KVStore.restore(rec.snapshot.data) if rec.snapshot else KVStore()
+        ticks = lambda ms: max(1, round(ms / opts.tick_ms))  # noqa: E731
+        cfg = Config(
+            id=opts.id,
+            peers=tuple(sorted([opts.id, *opts.peers])),
+            election_ticks=ticks(opts.election_ms),
+            heartbeat_ticks=ticks(opts.heartbeat_ms),
+            max_inflight=opts.max_inflight,
+            bugs=frozenset(b for b in opts.bugs if b not in DRIVER_BUGS),
+        )
+        self.raft = Raft(cfg, hard_state=rec.hard_state, snapshot=rec.snapshot,
+                         entries=rec.entries, rng=random.Random(opts.seed))
+        self._durable_hs = rec.hard_state
+        self.log("started", term=rec.hard_state.term, commit=rec.hard_state.commit,
+                 entries=len(rec.entries),
+                 snapshot_index=rec.snapshot.index if rec.snapshot else 0,
+                 fsync=opts.fsync, bugs=sorted(opts.bugs))
+        if not opts.fsync:
+            self.log("WARNING-fsync-disabled", detail="acknowledged writes can be lost on a crash")
+        self.senders = {p: PeerSender(opts.id, p, h, port, self.log)
+                        for p, (h, port) in opts.peers.items()}
+        self._kick_send, self._kick_recv = trio.open_memory_channel[None](1)
+        self._proposals: dict[int, tuple[int, _Waiter]] = {}
+        self._new_reads: list[_PendingRead] = []
+        self._reads_by_ctx: dict[int, list[_PendingRead]] = {}
+        self._reads_by_index: list[tuple[int, list[_PendingRead]]] = []
+        self._last_role: tuple[Role, int, str | None] = (Role.FOLLOWER, -1, None)
+        self.stats = {"fsyncs": 0, "entries_persisted": 0, "applied": 0, "snapshots": 0}
+
+    # ---------------------------------------------------------------- plumbing
+
+    def kick(self) -> None:
+        try:
+            self._kick_send.send_nowait(None)
+        except trio.WouldBlock:
+            pass
+
+    def deliver(self, m: Message) -> None:
+        try:
+            self.raft.step(m)
+        except ProtocolViolation as e:
+            self.log("rejected-peer-message", peer=m.src, reason=str(e))
+            return
+        self.kick()
+
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            peer_listeners = await trio.open_tcp_listeners(
+                self.opts.peer_listen[1], host=self.opts.peer_listen[0])
+            client_listeners = await trio.open_tcp_listeners(
+                self.opts.client_listen[1], host=self.opts.client_listen[0])
+            peers = frozenset(self.opts.peers)
+            nursery.start_soon(trio.serve_listeners, lambda s: serve_peer_connection(
+                s, self.opts.id, peers, self.deliver, self.log), peer_listeners)
+            nursery.start_soon(trio.serve_listeners, self._serve_client, client_listeners)
+            for s in self.senders.values():
+                nursery.start_soon(s.run)
+            nursery.start_soon(self._loop)
+            self.log("listening", peer=self.opts.peer_listen, client=self.opts.client_listen)
+            task_status.started()
+
+    # ---------------------------------------------------------------- the loop
+
+    async def _loop(self) -> None:
+        tick = self.opts.tick_ms / 1000
+        next_tick = trio.current_time() + tick
+        while True:
+            with trio.move_on_at(next_tick):
+                await self._kick_recv.receive()
+            now = trio.current_time()
+            if now >= next_tick:
+                self.raft.tick()
+                next_tick += tick
+                if now - next_tick > 10 * tick:  # we were stalled (paused?): don't burst
+                    next_tick = now + tick
+            self._start_reads()
+            rd = self.raft.ready()
+            self._note_role(rd)
+            if rd.empty():
+                continue
+            await self._persist(rd)
+            for m in rd.messages:
+                self.senders[m.dst].send_nowait(m)
+            self._apply(rd)
+            await self._maybe_snapshot()
+
+    async def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            hs = rd.hard_state or self._durable_hs
+            snap = rd.snapshot
+            await trio.to_thread.run_sync(lambda: self.wal.save_snapshot(snap, hs, []))
+            self._durable_hs = hs
+            self.log("snapshot-installed", index=snap.index, term=snap.term)
+        if rd.hard_state is not None or rd.entries:
+            self.wal.save(rd.hard_state, rd.entries)
+            if rd.hard_state is not None:
+                self._durable_hs = rd.hard_state
+            if self.opts.fsync:
+                await trio.to_thread.run_sync(self.wal.sync)
+            else:
+                self.wal.sync()
+            self.stats["fsyncs"] += 1
+            self.stats["entries_persisted"] += len(rd.entries)
+
+    def _apply(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.kv = KVStore.restore(rd.snapshot.data)
+            for idx in [i for i in self._proposals if i <= rd.snapshot.index]:
+                # Replaced by a snapshot: we cannot tell whether our entry made it.
+                self._proposals.pop(idx)[1].set(_maybe("snapshot-installed"))
+        for e in rd.committed:
+            self._apply_entry(e)
+        if rd.committed:
+            self.log("committed", index=rd.committed[-1].index, term=rd.committed[-1].term,
+                     n=len(rd.committed))
+        for rs in rd.read_states:
+            reads = self._reads_by_ctx.pop(rs.context, [])
+            if reads:
+                self._reads_by_index.append((rs.index, reads))
+        for ctx in rd.dropped_reads:
+            for r in self._reads_by_ctx.pop(ctx, []):
+                r.waiter.set(self._not_leader())
+        self._serve_reads()
+
+    def _apply_entry(self, e: Entry) -> None:
+        result = self.kv.apply(e.index, e.data) if e.data is not None else None
+        self.stats["applied"] += 1
+        pending = self._proposals.pop(e.index, None)
+        if pending is None:
+            return
+        term, waiter = pending
+        if term == e.term and result is not None:
+            waiter.set(result)
+        else:
+            # Another leader's entry took this index: ours can never commit.
+            waiter.set({"ok": False, "error": "overwritten"})
+
+    def _start_reads(self) -> None:
+        if not self._new_reads:
+            return
+        batch, self._new_reads = self._new_reads, []
+        try:
+            ctx = self.raft.read_index()
+        except NotLeader:
+            for r in batch:
+                r.waiter.set(self._not_leader())
+            return
+        self._reads_by_ctx[ctx] = batch
+
+    def _serve_reads(self) -> None:
+        applied = self.raft.applied
+        keep = []
+        for index, reads in self._reads_by_index:
+            if index <= applied:
+                for r in reads:
+                    r.waiter.set({"ok": True, "value": self.kv.read(r.key)})
+            else:
+                keep.append((index, reads))
+        self._reads_by_index = keep
+
+    async def _maybe_snapshot(self) -> None:
+        applied = self.raft.applied
+        if applied - self.raft.log.offset < self.opts.snapshot_entries:
+            return
+        snap = self.raft.compact(applied, self.kv.snapshot())
+        after = self.raft.log.slice(applied + 1, self.raft.log.last_index())
+        hs = self._durable_hs
+        await trio.to_thread.run_sync(lambda: self.wal.save_snapshot(snap, hs, after))
+        self.stats["snapshots"] += 1
+        self.log("snapshot-taken", index=snap.index, term=snap.term, retained=len(after))
+
+    def _note_role(self, rd: Ready) -> None:
+        now = (rd.role, rd.term, rd.leader)
+        if now != self._last_role:
+            if now[0] != self._last_role[0]:
+                self.log("role", role=rd.role.value, term=rd.term, leader=rd.leader)
+            elif now[1] != self._last_role[1]:
+                self.log("term", role=rd.role.value, term=rd.term, leader=rd.leader)
+            else:
+                self.log("leader", term=rd.term, leader=rd.leader)
+            self._last_role = now
+
+    def _not_leader(self) -> dict[str, Any]:
+        leader = self.raft.leader if self.raft.leader != self.opts.id else None
+        r: dict[str, Any] = {"ok": False, "error": "not-leader", "leader": leader}
+        if leader and leader in self.opts.peer_clients:
+            r["leader_addr"] = self.opts.peer_clients[leader]
+        return r
+
+    # ---------------------------------------------------------------- clients
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
+        lock = trio.Lock()
+
+        async def respond(obj: dict[str, Any]) -> None:
+            async with lock:
+                await stream.send_all(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+        buf = bytearray()
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                    while True:
+                        nl = buf.find(b"\n")
+                        if nl < 0:
+                            if len(buf) > MAX_LINE:
+                                self.log("rejected-client-input", reason="line too long")
+                                await respond({"id": None, "ok": False, "error": "bad-request",
+                                               "reason": f"line longer than {MAX_LINE} bytes"})
+                                return
+                            break
+                        line = bytes(buf[:nl])
+                        del buf[: nl + 1]
+                        if line.strip():
+                            nursery.start_soon(self._handle_line, line, respond)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    async def _handle_line(self, line: bytes,
+                           respond: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        try:
+            req = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            self.log("rejected-client-input", reason=f"not JSON: {e}")
+            await respond({"id": None, "ok": False, "error": "bad-request",
+                           "reason": f"not a JSON object: {e}"})
+            return
+        if not isinstance(req, dict):
+            await respond({"id": None, "ok": False, "error": "bad-request",
+                           "reason": "expected a JSON object"})
+            return
+        result = await self.handle_request(req)
+        await respond({"id": req.get("id"), **result})
+
+    async def handle_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "status":
+            return {"ok": True, **self.raft.status(), "stats": dict(self.stats)}
+        if op == "read":
+            key = req.get("key")
+            if not isinstance(key, str):
+                return _bad("read needs a string 'key'")
+            if self.raft.role is not Role.LEADER and "stale-read" not in self.raft.bugs:
+                return self._not_leader()
+            read = _PendingRead(key, _Waiter())
+            self._new_reads.append(read)
+            self.kick()
+            return await self._wait(read.waiter, maybe=False)
+        cmd_in = {k: v for k, v in req.items() if k != "id"}
+        try:
+            cmd = validate_command(cmd_in)
+        except CommandError as e:
+            return _bad(str(e))
+        try:
+            index = self.raft.propose(cmd)
+        except NotLeader:
+            return self._not_leader()
+        waiter = _Waiter()
+        self._proposals[index] = (self.raft.term, waiter)
+        self.kick()
+        result = await self._wait(waiter, maybe=True)
+        if result.get("error") == "timeout":
+            self._proposals.pop(index, None)
+        return result
+
+    async def _wait(self, waiter: _Waiter, *, maybe: bool) -> dict[str, Any]:
+        with trio.move_on_after(self.opts.request_timeout):
+            await waiter.event.wait()
+        if waiter.result is not None:
+            return waiter.result
+        return _maybe("timeout") if maybe else {"ok": False, "error": "timeout"}
+
+
+def _bad(reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": "bad-request", "reason": reason}
+
+
+def _maybe(error: str) -> dict[str, Any]:
+    return {"ok": False, "error": error, "maybe": True}
+
+
+async def run_node(opts: NodeOptions) -> None:
+    node = Node(opts)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.serve)
+
+            async def wait_signal() -> None:
+                async for sig in signals:
+                    node.log("stopping", signal=signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(wait_signal)
+    node.wal.close()
+    node.log("stopped")
+
+

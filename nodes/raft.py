@@ -536,7 +536,7 @@ class Raft:
                 raise ProtocolViolation(
                     f"leader {m.src} would overwrite committed entry {conflict}"
                 )
-            new = m.entries[conflict - m.entries[0].index :]
+            new = list(m.entries[conflict - m.entries[0].index :])
             if "no-truncate" in self.bugs and conflict <= self.log.last_index():
                 # BUG no-truncate: keep our conflicting suffix and only take entries past
                 # its end, yet acknowledge as if the logs matched.

@@ -94,7 +94,10 @@ class Node:
         self.wal, rec = WAL.open(opts.data_dir, fsync=opts.fsync,
                                  log=lambda ev, f: self.log(ev, **f))
         self.kv = KVStore.restore(rec.snapshot.data) if rec.snapshot else KVStore()
-        ticks = lambda ms: max(1, round(ms / opts.tick_ms))  # noqa: E731
+
+        def ticks(ms: float) -> int:
+            return max(1, round(ms / opts.tick_ms))
+
         cfg = Config(
             id=opts.id,
             peers=tuple(sorted([opts.id, *opts.peers])),

@@ -10,6 +10,7 @@ checked and turned back into typed objects. A decoder raises :class:`DecodeError
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,7 +192,7 @@ def decode_message(v: Any) -> Message:
     if not isinstance(raw_entries, list):
         raise DecodeError("message: 'e' must be a list of entries")
     entries = tuple(decode_entry(e) for e in raw_entries)
-    for a, b in zip(entries, entries[1:]):
+    for a, b in itertools.pairwise(entries):
         if b.index != a.index + 1:
             raise DecodeError("message: entries are not consecutive")
     rj = d.get("rj", False)

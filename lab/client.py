@@ -77,11 +77,18 @@ async def connect(host: str, port: int, timeout: float = 2.0) -> AsyncIterator[K
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(host, port)
     client = KVClient(stream)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client._read_answers)
-        try:
-            yield client
-        finally:
-            client.closed = True
-            await stream.aclose()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._read_answers)
+            try:
+                yield client
+            finally:
+                client.closed = True
+                await stream.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader task never raises, so a group holds the caller's own exception:
+        # hand it back unwrapped (ConnectionLost, TooSlowError, ...).
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

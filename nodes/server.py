@@ -28,7 +28,7 @@ from nodes.kv import CommandError, KVStore, validate_command
 from nodes.raft import Config, NotLeader, ProtocolViolation, Raft, Ready, Role
 from nodes.transport import PeerSender, serve_peer_connection
 from nodes.types import Entry, Message
-from nodes.wal import WAL
+from nodes.wal import WAL, WALError
 
 MAX_LINE = 1024 * 1024
 
@@ -93,7 +93,12 @@ class Node:
         self.log = log or Logger(opts.id)
         self.wal, rec = WAL.open(opts.data_dir, fsync=opts.fsync,
                                  log=lambda ev, f: self.log(ev, **f))
-        self.kv = KVStore.restore(rec.snapshot.data) if rec.snapshot else KVStore()
+        try:
+            self.kv = KVStore.restore(rec.snapshot.data) if rec.snapshot else KVStore()
+        except ValueError as e:
+            self.wal.close()
+            raise WALError(f"{opts.data_dir}: the snapshot's state-machine image is "
+                           f"unusable: {e}") from None
 
         def ticks(ms: float) -> int:
             return max(1, round(ms / opts.tick_ms))
@@ -123,6 +128,7 @@ class Node:
         self._reads_by_ctx: dict[int, list[_PendingRead]] = {}
         self._reads_by_index: list[tuple[int, list[_PendingRead]]] = []
         self._last_role: tuple[Role, int, str | None] = (Role.FOLLOWER, -1, None)
+        self._incoming_kv: tuple[int, KVStore] | None = None
         self.stats = {"fsyncs": 0, "entries_persisted": 0, "applied": 0, "snapshots": 0}
 
     # ---------------------------------------------------------------- plumbing
@@ -134,6 +140,14 @@ class Node:
             pass
 
     def deliver(self, m: Message) -> None:
+        if m.snapshot is not None:
+            # Check a snapshot's image before the core adopts it: a bad one must be
+            # refused here, not discovered after it replaced our log.
+            try:
+                self._incoming_kv = (m.snapshot.index, KVStore.restore(m.snapshot.data))
+            except ValueError as e:
+                self.log("rejected-peer-message", peer=m.src, reason=f"bad snapshot: {e}")
+                return
         try:
             self.raft.step(m)
         except ProtocolViolation as e:
@@ -141,21 +155,25 @@ class Node:
             return
         self.kick()
 
-    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def open_listeners(self) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
+        """Bind both ports (a plain OSError if one is taken), before any task starts."""
+        peer = await trio.open_tcp_listeners(self.opts.peer_listen[1],
+                                             host=self.opts.peer_listen[0])
+        client = await trio.open_tcp_listeners(self.opts.client_listen[1],
+                                               host=self.opts.client_listen[0])
+        return peer, client
+
+    async def serve(self, peer_listeners: list[trio.SocketListener],
+                    client_listeners: list[trio.SocketListener]) -> None:
+        peers = frozenset(self.opts.peers)
         async with trio.open_nursery() as nursery:
-            peer_listeners = await trio.open_tcp_listeners(
-                self.opts.peer_listen[1], host=self.opts.peer_listen[0])
-            client_listeners = await trio.open_tcp_listeners(
-                self.opts.client_listen[1], host=self.opts.client_listen[0])
-            peers = frozenset(self.opts.peers)
             nursery.start_soon(trio.serve_listeners, lambda s: serve_peer_connection(
                 s, self.opts.id, peers, self.deliver, self.log), peer_listeners)
             nursery.start_soon(trio.serve_listeners, self._serve_client, client_listeners)
-            for s in self.senders.values():
-                nursery.start_soon(s.run)
+            for sender in self.senders.values():
+                nursery.start_soon(sender.run)
             nursery.start_soon(self._loop)
             self.log("listening", peer=self.opts.peer_listen, client=self.opts.client_listen)
-            task_status.started()
 
     # ---------------------------------------------------------------- the loop
 
@@ -202,7 +220,10 @@ class Node:
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
-            self.kv = KVStore.restore(rd.snapshot.data)
+            index, kv = self._incoming_kv or (-1, None)
+            self.kv = kv if index == rd.snapshot.index and kv is not None else KVStore.restore(
+                rd.snapshot.data)
+            self._incoming_kv = None
             for idx in [i for i in self._proposals if i <= rd.snapshot.index]:
                 # Replaced by a snapshot: we cannot tell whether our entry made it.
                 self._proposals.pop(idx)[1].set(_maybe("snapshot-installed"))
@@ -322,14 +343,14 @@ class Node:
                            respond: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         try:
             req = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            self.log("rejected-client-input", reason=f"not JSON: {e}")
-            await respond({"id": None, "ok": False, "error": "bad-request",
-                           "reason": f"not a JSON object: {e}"})
-            return
+        except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, huge ints, nesting
+            req = None
+            reason = f"not JSON: {str(e)[:100]}"
+        else:
+            reason = "expected a JSON object"
         if not isinstance(req, dict):
-            await respond({"id": None, "ok": False, "error": "bad-request",
-                           "reason": "expected a JSON object"})
+            self.log("rejected-client-input", reason=reason)
+            await respond({"id": None, "ok": False, "error": "bad-request", "reason": reason})
             return
         result = await self.handle_request(req)
         await respond({"id": req.get("id"), **result})
@@ -383,9 +404,14 @@ def _maybe(error: str) -> dict[str, Any]:
 
 async def run_node(opts: NodeOptions) -> None:
     node = Node(opts)
+    try:
+        peer_listeners, client_listeners = await node.open_listeners()
+    except OSError:
+        node.wal.close()
+        raise
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.serve)
+            nursery.start_soon(node.serve, peer_listeners, client_listeners)
 
             async def wait_signal() -> None:
                 async for sig in signals:
@@ -396,5 +422,3 @@ async def run_node(opts: NodeOptions) -> None:
             nursery.start_soon(wait_signal)
     node.wal.close()
     node.log("stopped")
-
-

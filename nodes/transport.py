@@ -24,6 +24,8 @@ import trio
 from nodes.types import DecodeError, Message, decode_message, encode_message
 
 MAX_FRAME = 64 * 1024 * 1024
+# How a connection can break: a reset peer, a closed proxy, an unreachable host.
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _HEADER = struct.Struct(">I")
 LogFn = Callable[..., None]
 
@@ -61,8 +63,8 @@ class FrameReader:
             pos += 4 + n
             try:
                 out.append(json.loads(raw))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise FrameError(f"frame is not JSON: {e}") from None
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, too-long ints, nesting
+                raise FrameError(f"frame is not JSON: {str(e)[:100]}") from None
         del buf[:pos]
         return out
 
@@ -111,7 +113,8 @@ class PeerSender:
                 async with stream:
                     await stream.send_all(encode_frame({"hello": self.me, "to": self.peer}))
                     await self._pump(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            except* _BROKEN as group:
+                e = group.exceptions[0]
                 self.log("peer-disconnected", peer=self.peer, reason=str(e) or type(e).__name__)
             finally:
                 self.connected = False
@@ -153,10 +156,11 @@ async def serve_peer_connection(stream: trio.SocketStream, me: str, peers: froze
                 reader.feed(data)
                 for obj in reader.frames():
                     if sender is None:
-                        if (not isinstance(obj, dict) or obj.get("to") != me
-                                or obj.get("hello") not in peers):
+                        hello = obj.get("hello") if isinstance(obj, dict) else None
+                        if (not isinstance(hello, str) or hello not in peers
+                                or obj.get("to") != me):
                             raise FrameError(f"bad hello {obj!r:.100}")
-                        sender = obj["hello"]
+                        sender = hello
                         continue
                     m = decode_message(obj)
                     if m.src != sender or m.dst != me:
@@ -164,5 +168,5 @@ async def serve_peer_connection(stream: trio.SocketStream, me: str, peers: froze
                     deliver(m)
     except (FrameError, DecodeError) as e:
         log("rejected-peer-input", peer=sender, reason=str(e)[:200])
-    except (trio.BrokenResourceError, OSError):
+    except _BROKEN:
         pass

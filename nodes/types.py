@@ -185,7 +185,8 @@ _TYPES = {t.value: t for t in MsgType}
 
 def decode_message(v: Any) -> Message:
     d = _obj(v, "message")
-    t = _TYPES.get(d.get("t"))  # type: ignore[arg-type]
+    raw_type = d.get("t")
+    t = _TYPES.get(raw_type) if isinstance(raw_type, str) else None
     if t is None:
         raise DecodeError(f"message: unknown type {d.get('t')!r}")
     raw_entries = d.get("e", [])

@@ -66,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="start raftkv, write, kill the leader, watch it recover")
     d.add_argument("--nodes", type=int, default=3)
     d.add_argument("--dir", type=Path, default=None, help="where member data and logs go")
-    a = p.parse_args(argv)
+    sub.add_parser("toxiproxy", add_help=False,
+                   help="run the built-in Toxiproxy-compatible server in the foreground "
+                        "([--host 127.0.0.1] [--port 8474]; see 'raftlab toxiproxy -h')")
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["toxiproxy"]:
+        # Its flags are toxiproxy-server's own (-host, -port, -config, ...): pass them on.
+        from lab.toxiproxy.cli import main as toxiproxy_main
+
+        return toxiproxy_main(args[1:])
+    a = p.parse_args(args)
     if a.cmd == "demo":
         if a.nodes < 1:
             print("raftlab: --nodes must be at least 1", file=sys.stderr)

@@ -27,7 +27,7 @@ _FIELDS = {  # the fields each op requires; "client" and "seq" are optional on a
     "txn": {"op", "value"},
 }
 _OPS = tuple(_FIELDS)
-_MICRO_OPS = ("r", "w", "append")
+_MICRO_OPS = ("r", "w", "append", "add", "cas")
 
 
 class CommandError(ValueError):
@@ -100,6 +100,10 @@ def _check_micro(i: int, m: Any) -> list[Any]:
         raise CommandError(f"{what}: f must be one of {', '.join(_MICRO_OPS)}, got {_show(f)}")
     if f == "r" and v is not None:
         raise CommandError(f"{what}: a read carries null, got {_show(v)}")
+    if f == "add" and (isinstance(v, bool) or not isinstance(v, int)):
+        raise CommandError(f"{what}: add takes a whole number, got {_show(v)}")
+    if f == "cas" and (not isinstance(v, list) or len(v) != 2):
+        raise CommandError(f"{what}: cas takes [expected, new], got {_show(v)}")
     return [f, _check_key(k, what), _check_json(v, what)]
 
 
@@ -229,6 +233,19 @@ class KVStore:
                 continue
             if f == "w":
                 overlay[k] = v
+            elif f == "add":
+                base = 0 if current is None else current
+                if isinstance(base, bool) or not isinstance(base, int):
+                    reason = f"add to key {k!r:.80}: value is {type(base).__name__}, not a number"
+                    return {"ok": False, "error": "txn-aborted", "reason": reason}
+                overlay[k] = base + v
+                out.append([f, k, overlay[k]])
+                continue
+            elif f == "cas":
+                if not _json_equal(current, v[0]):
+                    reason = f"cas on key {k!r:.80}: expected {_show(v[0])}, found {_show(current)}"
+                    return {"ok": False, "error": "txn-aborted", "reason": reason}
+                overlay[k] = v[1]
             else:
                 if current is None and k not in overlay and k not in self._data:
                     current = []

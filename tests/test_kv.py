@@ -545,3 +545,39 @@ def test_replicas_agree(cmds: list[dict[str, Any]], cut: int) -> None:
     assert a.digest() == b.digest()
     assert a.snapshot() == b.snapshot()
     assert json.dumps(cmds) == json.dumps(log_b) == pristine  # applying did not mutate the log
+
+
+def test_txn_add_increments_a_number_and_returns_the_new_total() -> None:
+    kv = KVStore()
+    r1 = kv.apply(1, validate_command({"op": "txn", "value": [["add", "c", 5]]}))
+    r2 = kv.apply(2, validate_command({"op": "txn", "value": [["add", "c", -2], ["r", "c", None]]}))
+    assert r1 == {"ok": True, "value": [["add", "c", 5]]}
+    assert r2 == {"ok": True, "value": [["add", "c", 3], ["r", "c", 3]]}
+    assert kv.read("c") == 3
+
+
+def test_txn_add_to_a_non_number_aborts_the_whole_txn() -> None:
+    kv = KVStore()
+    kv.apply(1, validate_command({"op": "write", "key": "s", "value": "text"}))
+    r = kv.apply(2, validate_command({"op": "txn", "value": [["w", "a", 1], ["add", "s", 1]]}))
+    assert r["ok"] is False and r["error"] == "txn-aborted"
+    assert kv.read("a") is None and kv.read("s") == "text"
+
+
+def test_txn_cas_micro_ops_make_a_transfer_atomic() -> None:
+    kv = KVStore()
+    kv.apply(1, validate_command({"op": "txn", "value": [["w", "a", 10], ["w", "b", 0]]}))
+    ok = kv.apply(2, validate_command(
+        {"op": "txn", "value": [["cas", "a", [10, 7]], ["cas", "b", [0, 3]]]}))
+    stale = kv.apply(3, validate_command(
+        {"op": "txn", "value": [["cas", "a", [10, 5]], ["cas", "b", [3, 8]]]}))
+    assert ok["ok"] is True
+    assert stale["ok"] is False and stale["error"] == "txn-aborted"
+    assert (kv.read("a"), kv.read("b")) == (7, 3)
+
+
+@pytest.mark.parametrize("micro", [["add", "k", "1"], ["add", "k", True], ["cas", "k", 1],
+                                   ["cas", "k", [1]]])
+def test_validate_rejects_malformed_add_and_cas_micro_ops(micro: list[object]) -> None:
+    with pytest.raises(CommandError):
+        validate_command({"op": "txn", "value": [micro]})

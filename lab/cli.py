@@ -60,6 +60,76 @@ async def demo(size: int, base: Path) -> int:
     return 0 if ok and not left else 1
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _find(path: str, folder: str) -> Path:
+    """A scenario file as given, or else one of the built-in ones by path or name."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for candidate in (ROOT / path, ROOT / folder / path, ROOT / folder / f"{path}.yaml"):
+        if candidate.exists():
+            return candidate
+    return p  # the loader reports it missing, with the name the user gave
+
+
+def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
+    from lab.run import RunOptions, run_experiment
+    from lab.scenario import ScenarioError, load_faults, load_workload
+
+    if a.nodes < 1 or a.nodes > 9:
+        print("raftlab: --nodes must be from 1 to 9", file=sys.stderr)
+        return 2
+    if a.time_limit is not None and a.time_limit <= 0:
+        print("raftlab: --time-limit must be more than 0", file=sys.stderr)
+        return 2
+    try:
+        workload = load_workload(_find(a.workload, "workloads"))
+        faults = load_faults(_find(a.faults, "faults"), a.time_limit)
+    except ScenarioError as e:
+        print(f"raftlab: {e}", file=sys.stderr)
+        return 2
+    limit = a.time_limit if a.time_limit is not None else (faults.time_limit or 60.0)
+    opts = RunOptions(nodes=a.nodes, time_limit=limit, seed=a.seed, concurrency=a.concurrency,
+                      rate=a.rate, bugs=tuple(a.bug), toxiproxy=a.toxiproxy, out=a.out,
+                      system=a.system, command=["raftlab", *argv])
+    run_dir, results = trio.run(run_experiment, workload, faults, opts)
+    print()
+    counts = results.get("counts", {})
+    print(f"history: {results.get('events', 0)} events (ok {counts.get('ok', 0)}, "
+          f"fail {counts.get('fail', 0)}, info {counts.get('info', 0)}); "
+          f"proxy: {results.get('proxy')}; nothing left behind: "
+          f"{results.get('nothing_left_behind')}")
+    print(f"run directory: {run_dir}")
+    if results.get("exit_reason") != "completed":
+        print(f"verdict: unknown ({results.get('exit_reason')})")
+        return 3
+    verdict = results.get("verdict")
+    if verdict is None:
+        print("verdict: unknown (no checker has looked at this history yet)")
+        return 3
+    print(f"verdict: {verdict}")
+    return {"valid": 0, "invalid": 1}.get(str(verdict), 3)
+
+
+def cmd_list() -> int:
+    from lab.scenario import ScenarioError, load_faults, load_workload
+
+    for title, folder, loader in (("workloads", "workloads", load_workload),
+                                  ("fault scenarios", "faults", load_faults)):
+        print(f"{title} ({ROOT / folder}):")
+        for p in sorted((ROOT / folder).glob("*.yaml")):
+            try:
+                item = loader(p)
+                desc = " ".join(item.description.split())
+                print(f"  {item.name:<22} {desc}")
+            except ScenarioError as e:
+                print(f"  {p.stem:<22} INVALID: {e}")
+        print()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="raftlab", description="A chaos lab for replicated systems.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -75,7 +145,35 @@ def main(argv: list[str] | None = None) -> int:
         from lab.toxiproxy.cli import main as toxiproxy_main
 
         return toxiproxy_main(args[1:])
+    r = sub.add_parser("run", help="run one experiment (default: register + mixed, 5 nodes)")
+    r.add_argument("workload", nargs="?", default="workloads/register.yaml")
+    r.add_argument("faults", nargs="?", default="faults/mixed.yaml")
+    r.add_argument("--system", choices=["raftkv"], default="raftkv")
+    r.add_argument("--nodes", type=int, default=5)
+    r.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="how long clients and nemesis run (default: the fault file's, or 60)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--concurrency", type=int, default=None, help="client workers")
+    r.add_argument("--rate", type=float, default=None, metavar="OPS_PER_S")
+    r.add_argument("--bug", action="append", default=[], help="raftkv seeded bug (repeatable)")
+    r.add_argument("--toxiproxy", default=None, metavar="HOST:PORT",
+                   help="use this running Toxiproxy server")
+    r.add_argument("--out", type=Path, default=ROOT / "reports",
+                   help="where run directories go (default: reports/)")
+    sub.add_parser("list", help="list the built-in workloads and fault scenarios")
+    sub.add_parser("schema", help="print a JSON Schema of workload and fault files")
     a = p.parse_args(args)
+    if a.cmd == "run":
+        return cmd_run(a, args)
+    if a.cmd == "list":
+        return cmd_list()
+    if a.cmd == "schema":
+        import json
+
+        from lab.scenario import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     if a.cmd == "demo":
         if a.nodes < 1:
             print("raftlab: --nodes must be at least 1", file=sys.stderr)

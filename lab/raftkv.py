@@ -158,3 +158,165 @@ class RaftkvCluster:
                     top = max(leaders, key=lambda s: s["term"])
                     return str(top["node"])
                 await trio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- client driver
+
+
+@dataclass
+class Completion:
+    """The outcome of one operation: ``type`` is ``ok``, ``fail`` or ``info``."""
+
+    type: str
+    value: Any = None
+    error: str | None = None
+    node: str | None = None
+
+
+class RaftkvClient:
+    """Turns the lab's operations into raftkv requests, and answers into ok / fail / info.
+
+    One instance per client worker. It keeps a connection per member (through the
+    member's client proxy), follows leader hints, and retries an operation on another
+    member only when the answer says it *certainly* did not happen (``not-leader``)."""
+
+    def __init__(self, addrs: dict[str, Address], timeout: float, rng: Any,
+                 accounts: Sequence[str] = ()) -> None:
+        self.addrs = addrs
+        self.accounts = sorted(accounts)
+        self.timeout = timeout
+        self.rng = rng
+        self.leader: str | None = None
+        self._conns: dict[str, Any] = {}
+        self._stack: Any = None
+
+    async def __aenter__(self) -> RaftkvClient:
+        from contextlib import AsyncExitStack
+
+        self._stack = AsyncExitStack()
+        await self._stack.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.__aexit__(None, None, None)
+
+    async def _conn(self, node: str, deadline: float) -> Any:
+        c = self._conns.get(node)
+        if c is None or c.closed:
+            budget = max(0.01, deadline - trio.current_time())
+            # Each connection gets its own exit stack entry; a dead one is just dropped.
+            c = await self._stack.enter_async_context(connect(*self.addrs[node], budget))
+            self._conns[node] = c
+        return c
+
+    def _pick(self) -> str:
+        if self.leader in self.addrs:
+            return self.leader
+        return str(self.rng.choice(sorted(self.addrs)))
+
+    async def request(self, req: dict[str, Any], *, idempotent: bool) -> Completion:
+        """Send ``req`` to the leader (as far as we know), following hints until the
+        deadline. Unknown outcomes are ``info`` unless the request is idempotent."""
+        deadline = trio.current_time() + self.timeout
+        node = self._pick()
+        tried: list[str] = []
+        while True:
+            tried.append(node)
+            try:
+                conn = await self._conn(node, deadline)
+                budget = deadline - trio.current_time()
+                if budget <= 0:
+                    raise trio.TooSlowError
+                answer = await conn.call(req, timeout=budget)
+            except (OSError, trio.TooSlowError, ConnectionLost) as e:
+                self._conns.pop(node, None)
+                if self.leader == node:
+                    self.leader = None
+                err = "timeout" if isinstance(e, trio.TooSlowError) else "connection"
+                if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
+                    # Could not even connect: the request was never sent.
+                    if trio.current_time() < deadline - 0.05 and len(tried) < 2 * len(
+                            self.addrs):
+                        node = self._next(node)
+                        continue
+                    return Completion("fail", error="unreachable", node=node)
+                return Completion("fail" if idempotent else "info", error=err, node=node)
+            if answer.get("ok"):
+                self.leader = node
+                return Completion("ok", answer.get("value"), node=node)
+            error = str(answer.get("error"))
+            if error == "not-leader":
+                hint = answer.get("leader")
+                self.leader = hint if hint in self.addrs else None
+                if trio.current_time() < deadline - 0.01 and len(tried) < 2 * len(self.addrs):
+                    if self.leader is None or self.leader == node:
+                        await trio.sleep(0.02)
+                        node = self._next(node)
+                    else:
+                        node = self.leader
+                    continue
+                return Completion("fail", error=error, node=node)
+            if answer.get("maybe"):
+                return Completion("info", error=error, node=node)
+            return Completion("fail", answer.get("value"), error=error, node=node)
+
+    def _next(self, node: str) -> str:
+        ids = sorted(self.addrs)
+        return ids[(ids.index(node) + 1) % len(ids)]
+
+    async def invoke(self, model: str, f: str, key: Any, value: Any) -> Completion:
+        """Run one operation of the given model (Jepsen shapes, DESIGN.md)."""
+        if model in ("register", "cas-register"):
+            if f == "read":
+                return await self.request({"op": "read", "key": key}, idempotent=True)
+            c = await self.request({"op": f, "key": key, "value": value}, idempotent=False)
+            if c.type == "ok":
+                c.value = value
+            return c
+        if model == "set":
+            if f == "add":
+                c = await self.request({"op": "txn", "value": [["append", "set", value]]},
+                                       idempotent=False)
+                return Completion(c.type, value, c.error, c.node)
+            c = await self.request({"op": "read", "key": "set"}, idempotent=True)
+            if c.type == "ok" and c.value is None:
+                c.value = []
+            return c
+        if model == "counter":
+            if f == "add":
+                c = await self.request({"op": "txn", "value": [["add", "counter", value]]},
+                                       idempotent=False)
+                return Completion(c.type, value, c.error, c.node)
+            c = await self.request({"op": "read", "key": "counter"}, idempotent=True)
+            if c.type == "ok" and c.value is None:
+                c.value = 0
+            return c
+        if model == "bank":
+            return await self._bank(f, value)
+        c = await self.request({"op": "txn", "value": value}, idempotent=False)
+        if c.type != "ok" and not any(m[0] != "r" for m in value):
+            c.type = "fail" if c.type == "info" else c.type  # a read-only txn changes nothing
+        return c
+
+    async def _bank(self, f: str, value: Any) -> Completion:
+        accounts = self.accounts
+        if f == "read":
+            c = await self.request({"op": "txn", "value": [["r", a, None] for a in accounts]},
+                                   idempotent=True)
+            if c.type == "ok":
+                c.value = {m[1]: m[2] for m in c.value}
+            elif c.type == "info":
+                c.type = "fail"
+            return c
+        src, dst, amount = value["from"], value["to"], value["amount"]
+        read = await self.request({"op": "txn", "value": [["r", src, None], ["r", dst, None]]},
+                                  idempotent=True)
+        if read.type != "ok":
+            return Completion("fail", value, read.error or "read-failed", read.node)
+        a, b = (m[2] for m in read.value)
+        if not isinstance(a, int) or not isinstance(b, int) or a < amount:
+            return Completion("fail", value, "insufficient-funds", read.node)
+        c = await self.request({"op": "txn", "value": [["cas", src, [a, a - amount]],
+                                                       ["cas", dst, [b, b + amount]]]},
+                               idempotent=False)
+        return Completion(c.type, value, c.error, c.node)

@@ -1,0 +1,98 @@
+"""The history of a run: every client operation and every nemesis action, as JSON lines.
+
+Jepsen's semantics. A client operation is an ``invoke`` event followed by exactly one
+completion from the same process: ``ok`` (it happened), ``fail`` (it certainly did not
+happen) or ``info`` (unknown: it may have happened at any time after its invoke). A
+process whose operation ended in ``info`` never invokes again; the client continues under
+a fresh process id. Nemesis actions are events of process ``"nemesis"``.
+
+Fields: ``index`` (position from 0), ``time`` (ns since the run started, monotonic),
+``process``, ``type``, ``f``, ``key``, ``value``, and optionally ``node``, ``error``.
+
+The file is written as events happen and flushed at once, and fsynced at least every
+second (:meth:`History.sync_every`), so a controller killed at any moment leaves a
+history that can still be checked: an invoke without completion reads as ``info``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+EVENT_TYPES = ("invoke", "ok", "fail", "info")
+
+
+class History:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self._t0 = time.monotonic_ns()
+        self.index = 0
+        self.counts = {t: 0 for t in EVENT_TYPES}
+        self.open_ops: dict[Any, dict[str, Any]] = {}  # process -> its invoke event
+        self._dirty = False
+
+    def now(self) -> int:
+        """Nanoseconds since the run started."""
+        return time.monotonic_ns() - self._t0
+
+    def append(self, process: Any, type: str, f: str, key: Any = None, value: Any = None,
+               **extra: Any) -> dict[str, Any]:
+        """Record one event and return it. Enforces the invoke/complete pairing."""
+        if type not in EVENT_TYPES:
+            raise ValueError(f"bad event type {type!r}")
+        if process != "nemesis":
+            if type == "invoke":
+                if process in self.open_ops:
+                    raise ValueError(f"process {process} invoked twice without completing")
+            elif self.open_ops.pop(process, None) is None:
+                raise ValueError(f"process {process} completed {f} without an invoke")
+        ev: dict[str, Any] = {"index": self.index, "time": self.now(), "process": process,
+                              "type": type, "f": f, "key": key, "value": value}
+        ev.update({k: v for k, v in extra.items() if v is not None})
+        self.index += 1
+        self.counts[type] += 1
+        if process != "nemesis" and type == "invoke":
+            self.open_ops[process] = ev
+        self._f.write(json.dumps(ev, separators=(",", ":"), default=str) + "\n")
+        self._f.flush()
+        self._dirty = True
+        return ev
+
+    def sync(self) -> None:
+        if self._dirty and not self._f.closed:
+            self._dirty = False
+            os.fsync(self._f.fileno())
+
+    async def sync_every(self, seconds: float = 1.0) -> None:
+        """Run as a task: fsync the file at least every ``seconds``."""
+        while True:
+            await trio.sleep(seconds)
+            await trio.to_thread.run_sync(self.sync)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self.sync()
+            self._f.close()
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """Read a history file; a torn last line (a killed controller) is ignored."""
+    events = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k == len(lines) - 1 or all(not rest.strip() for rest in lines[k + 1 :]):
+                break
+            raise
+    return events

@@ -1,0 +1,348 @@
+"""The nemesis: runs a fault scenario's schedule against a live cluster.
+
+Targets (``leader``, ``random``, ``minority``, ...) are resolved at the moment a step
+runs, from the observer's latest view of the cluster. Every fault's start and end is
+written to the history (process ``"nemesis"``) and to ``schedule.jsonl`` with the
+resolved nodes and directed links and exact offsets, so a run can be understood and
+replayed. Faults with ``for`` are undone after that long; at the end of the run
+:meth:`Nemesis.heal_everything` undoes whatever is still active.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import trio
+
+from lab import topology
+from lab.history import History
+from lab.network import Fault, Network
+from lab.scenario import PROCESS_ACTIONS, FaultScenario, Step
+
+
+class Cluster(Protocol):
+    """What the nemesis needs from a system adapter."""
+
+    members: Any
+
+    async def kill(self, mid: str) -> None: ...
+    async def stop(self, mid: str, grace: float = ...) -> None: ...
+    def start(self, mid: str) -> None: ...
+    def signal(self, mid: str, sig: int) -> None: ...
+    def alive(self, mid: str) -> bool: ...
+
+
+@dataclass
+class ActiveFault:
+    id: int
+    action: str
+    nodes: tuple[str, ...]
+    undo: Callable[[], Awaitable[None]]
+    network: Fault | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Nemesis:
+    def __init__(self, scenario: FaultScenario, cluster: Cluster, network: Network,
+                 history: History, schedule_path: Path, rng: random.Random,
+                 leader: Callable[[], str | None], restart_delay: float = 0.0) -> None:
+        self.scenario = scenario
+        self.cluster = cluster
+        self.net = network
+        self.history = history
+        self.rng = rng
+        self.leader = leader
+        self.nodes = list(cluster.members)
+        self._log: IO[str] = open(schedule_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._active: dict[int, ActiveFault] = {}
+        self._ids = 0
+        self.paused: set[str] = set()
+        self.down: set[str] = set()
+        self.applied: list[dict[str, Any]] = []  # every start/end record, for results.json
+        self._extra_heals: dict[str, list[Fault]] = {}  # client cuts healed as one fault
+        # ``isolate-site`` cuts off a site of the scenario's ``datacenters`` step.
+        self._sites: list[list[str]] = next(
+            ([list(site) for site in step.params["sites"]] for step in scenario.schedule
+             if step.action == "datacenters"), [])
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, time_limit: float) -> None:
+        """Run the timed schedule and the random nemesis until ``time_limit`` seconds after
+        the start; return once every step (and its undo) has run."""
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for step in self.scenario.schedule:
+                nursery.start_soon(self._timed, t0, step)
+            if self.scenario.random is not None:
+                nursery.start_soon(self._random, t0, time_limit)
+
+    async def _timed(self, t0: float, step: Step) -> None:
+        await trio.sleep_until(t0 + step.at)
+        fault = await self.apply(step.action, step.target, step.params, step_line=step.line)
+        if fault is not None and step.duration is not None:
+            await trio.sleep(step.duration)
+            await self.undo(fault)
+
+    async def _random(self, t0: float, time_limit: float) -> None:
+        r = self.scenario.random
+        assert r is not None
+        stop = min(time_limit, r.stop) if r.stop is not None else time_limit
+        await trio.sleep_until(t0 + r.start)
+        while True:
+            await trio.sleep(self.rng.uniform(*r.interval))
+            duration = self.rng.uniform(*r.duration)
+            if trio.current_time() - t0 + duration > stop:
+                return
+            action = self.rng.choice(r.actions)
+            target = (self.rng.choice(r.targets),)
+            params = {"ms": 100, "jitter": 50} if action == "latency" else {}
+            if action == "bandwidth":
+                params = {"rate": 10}
+            fault = await self.apply(action, target, params)
+            if fault is not None:
+                await trio.sleep(duration)
+                await self.undo(fault)
+
+    # ------------------------------------------------------------------ targets
+
+    def resolve(self, target: tuple[str, ...], default: str = "random") -> list[str]:
+        """Node ids for a step's target, resolved now."""
+        out: list[str] = []
+        for t in target or (default,):
+            leader = self.leader()
+            live = [n for n in self.nodes if n not in self.down]
+            if t == "leader":
+                picked = [leader] if leader else []
+            elif t == "followers":
+                picked = [n for n in self.nodes if n != leader]
+            elif t == "random":
+                picked = [self.rng.choice(live or self.nodes)]
+            elif t in ("minority", "majority"):
+                shuffled = self.rng.sample(self.nodes, len(self.nodes))
+                k = topology.majority(len(self.nodes))
+                picked = shuffled[:k] if t == "majority" else shuffled[: len(self.nodes) - k]
+            elif t == "all":
+                picked = list(self.nodes)
+            elif t == "none":
+                picked = []
+            else:
+                picked = [t] if t in self.nodes else []
+            out.extend(p for p in picked if p not in out)
+        return out
+
+    # ------------------------------------------------------------------ actions
+
+    async def apply(self, action: str, target: tuple[str, ...], params: dict[str, Any],
+                    step_line: int | None = None) -> ActiveFault | None:
+        """Start one fault now. Returns the active fault, or None if it could not bite
+        (e.g. ``leader`` while there is none) or cannot be undone (``heal``)."""
+        if action == "heal":
+            await self.heal_everything(network_only=True)
+            self._record("heal", "start", [], {})
+            return None
+        nodes = self.resolve(target, "leader" if action.startswith("leader-") else "random")
+        info: dict[str, Any] = {"params": params} if params else {}
+        if step_line is not None:
+            info["step_line"] = step_line
+        if action in PROCESS_ACTIONS:
+            if not nodes:
+                self._record(action, "skipped", [], {"reason": f"target {target} resolved "
+                                                              "to no node", **info})
+                return None
+            undo = await self._process(action, nodes)
+            fault = self._activate(action, nodes, undo, None, info)
+        else:
+            net_fault = await self._network(action, nodes, params)
+            if net_fault is None:
+                self._record(action, "skipped", nodes, {"reason": "nothing to cut", **info})
+                return None
+
+            async def heal_it() -> None:
+                await self.net.heal(net_fault)
+
+            fault = self._activate(action, nodes, heal_it, net_fault, info)
+        return fault
+
+    async def _process(self, action: str, nodes: list[str]) -> Callable[[], Awaitable[None]]:
+        c = self.cluster
+
+        async def nothing() -> None:
+            return None
+
+        if action == "kill":
+            for n in nodes:
+                await c.kill(n)
+                self.down.add(n)
+                self.paused.discard(n)
+            return self._restarter(nodes)
+        if action == "stop":
+            for n in nodes:
+                await c.stop(n)
+                self.down.add(n)
+                self.paused.discard(n)
+            return self._restarter(nodes)
+        if action in ("restart", "start"):
+            for n in nodes:
+                if not c.alive(n):
+                    c.start(n)
+                self.down.discard(n)
+            return nothing
+        if action == "pause":
+            for n in nodes:
+                c.signal(n, signal.SIGSTOP)
+                self.paused.add(n)
+
+            async def resume() -> None:
+                for n in nodes:
+                    c.signal(n, signal.SIGCONT)
+                    self.paused.discard(n)
+
+            return resume
+        # resume
+        for n in nodes:
+            c.signal(n, signal.SIGCONT)
+            self.paused.discard(n)
+        return nothing
+
+    def _restarter(self, nodes: list[str]) -> Callable[[], Awaitable[None]]:
+        async def restart() -> None:
+            for n in nodes:
+                if not self.cluster.alive(n):
+                    self.cluster.start(n)
+                self.down.discard(n)
+
+        return restart
+
+    async def _network(self, action: str, nodes: list[str], params: dict[str, Any]
+                       ) -> Fault | None:
+        everyone = self.nodes
+        net = self.net
+        if action == "isolate":
+            if not nodes:
+                return None
+            return await net.partition(topology.components(
+                [nodes, [n for n in everyone if n not in nodes]]))
+        if action == "partition-halves":
+            return await net.partition(topology.halves(everyone))
+        if action == "partition-random-halves":
+            return await net.partition(topology.random_halves(everyone, self.rng))
+        if action == "majority-ring":
+            return await net.partition(topology.majority_ring(everyone, self.rng))
+        if action == "bridge":
+            return await net.partition(topology.bridge(everyone, self.rng))
+        if action == "cut":
+            dst = self.resolve(params.get("to", ()), "random")
+            cuts = topology.one_way(nodes, [d for d in dst if d not in nodes])
+            return await net.partition(cuts) if cuts else None
+        if action == "leader-send-only":
+            if not nodes:
+                return None
+            return await net.partition(frozenset().union(
+                *(topology.leader_cannot_receive(n, everyone) for n in nodes)))
+        if action == "leader-receive-only":
+            if not nodes:
+                return None
+            return await net.partition(frozenset().union(
+                *(topology.leader_cannot_send(n, everyone) for n in nodes)))
+        if action == "datacenters":
+            grid = topology.Grid.from_sites(params["sites"], self.rng,
+                                            low_ms=params.get("ms", 30),
+                                            high_ms=params.get("ms", 30) + params.get(
+                                                "jitter", 50))
+            return await net.apply_grid(grid)
+        if action == "isolate-site":
+            sites = self._sites
+            if not sites or params["site"] >= len(sites):
+                return None
+            site = sites[params["site"]]
+            return await net.partition(topology.components(
+                [site, [n for n in everyone if n not in site]]))
+        touching = topology.components([nodes, [n for n in everyone if n not in nodes]]) \
+            if nodes else frozenset()
+        if not touching and action != "cut-client":
+            return None
+        if action == "latency":
+            return await net.latency(touching, params.get("ms", 100), params.get("jitter", 0))
+        if action == "bandwidth":
+            return await net.bandwidth(touching, params.get("rate", 10))
+        if action == "slice":
+            return await net.slice(touching, params.get("average_size", 64),
+                                   params.get("size_variation", 32), params.get("delay_us", 100))
+        if action == "reset-peer":
+            return await net.reset_peer(touching, params.get("timeout", 0))
+        if action == "cut-client":
+            if not nodes:
+                return None
+            faults = [await net.cut_client(n) for n in nodes]
+            return faults[0] if len(faults) == 1 else await self._merge(faults)
+        raise ValueError(f"unknown network action {action!r}")
+
+    async def _merge(self, faults: list[Fault]) -> Fault:
+        # Several client cuts act as one fault: heal them together.
+        first, rest = faults[0], faults[1:]
+        self._extra_heals[first.id] = rest
+        return first
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _activate(self, action: str, nodes: list[str], undo: Callable[[], Awaitable[None]],
+                  network: Fault | None, info: dict[str, Any]) -> ActiveFault:
+        self._ids += 1
+        fault = ActiveFault(self._ids, action, tuple(nodes), undo, network, info)
+        self._active[fault.id] = fault
+        extra = dict(info)
+        if network is not None:
+            extra["links"] = [list(link) for link in network.links]
+            if network.clients:
+                extra["clients"] = list(network.clients)
+        self._record(action, "start", nodes, extra, fault.id)
+        return fault
+
+    async def undo(self, fault: ActiveFault) -> None:
+        if self._active.pop(fault.id, None) is None:
+            return
+        await fault.undo()
+        if fault.network is not None:
+            for extra in self._extra_heals.pop(fault.network.id, []):
+                await self.net.heal(extra)
+        self._record(fault.action, "end", list(fault.nodes), {}, fault.id)
+
+    async def heal_everything(self, network_only: bool = False) -> None:
+        """Undo every active fault (network faults only, for a ``heal`` step)."""
+        for fault in list(self._active.values()):
+            if network_only and fault.network is None:
+                continue
+            await self.undo(fault)
+        if not network_only:
+            await self.net.heal_all()
+            for n in list(self.paused):
+                self.cluster.signal(n, signal.SIGCONT)
+            self.paused.clear()
+            for n in self.nodes:
+                if not self.cluster.alive(n):
+                    self.cluster.start(n)
+            self.down.clear()
+
+    def _record(self, action: str, phase: str, nodes: list[str], extra: dict[str, Any],
+                fault_id: int | None = None) -> None:
+        f = action if phase == "start" else f"{phase}-{action}"
+        value = {"nodes": nodes, **extra}
+        ev = self.history.append("nemesis", "info", f, None, value, fault=fault_id)
+        rec = {"time": ev["time"], "offset_s": round(ev["time"] / 1e9, 3), "phase": phase,
+               "action": action, "fault": fault_id, **value}
+        self.applied.append(rec)
+        self._log.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
+        self._log.flush()
+
+    def active(self) -> list[ActiveFault]:
+        return list(self._active.values())
+
+    def close(self) -> None:
+        self._log.close()

@@ -1,0 +1,377 @@
+"""One experiment: a workload and a fault scenario against a real cluster.
+
+Data flow (``../shared/DESIGN.md``): load and validate both files -> start the proxy
+server and one proxy per directed link and per client link -> start N members whose peers
+are proxy addresses -> C client workers and the nemesis run until the time limit while an
+observer polls every member -> heal, let the cluster recover, run the final phase -> stop
+the members and prove nothing is left behind -> check the history -> ``results.json``.
+
+Every artefact lands in the run directory as it is produced (``history.jsonl`` is flushed
+per event and fsynced every second), so a run cut short by Ctrl-C, SIGTERM or even SIGKILL
+still leaves a history that ``raftlab analyze`` can check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+
+from lab import procs
+from lab.history import History
+from lab.nemesis import Nemesis
+from lab.network import Network
+from lab.raftkv import RaftkvClient, RaftkvCluster
+from lab.scenario import FaultScenario, Workload
+from lab.toxiclient import open_toxiproxy
+from lab.workload import Generator
+
+log = logging.getLogger("raftlab")
+
+EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+@dataclass
+class RunOptions:
+    nodes: int = 5
+    time_limit: float = 60.0
+    seed: int = 0
+    concurrency: int | None = None  # default: the workload's clients
+    rate: float | None = None  # default: the workload's rate
+    bugs: tuple[str, ...] = ()
+    toxiproxy: str | None = None
+    out: Path = Path("reports")
+    system: str = "raftkv"
+    command: list[str] = field(default_factory=list)
+    live: bool | None = None  # live progress line; None = when stdout is a terminal
+
+
+def run_dir_for(out: Path, w: Workload, f: FaultScenario, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
+    base = out / f"{w.name}-{f.name}" / f"{stamp}-s{seed}"
+    d, k = base, 1
+    while d.exists():
+        k += 1
+        d = base.with_name(f"{base.name}-{k}")
+    d.mkdir(parents=True)
+    return d
+
+
+class Observer:
+    """Polls every member's status a few times a second into ``cluster.jsonl`` and keeps
+    the current leader for the nemesis and the progress line."""
+
+    def __init__(self, cluster: RaftkvCluster, path: Path, history: History) -> None:
+        self.cluster = cluster
+        self.history = history
+        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self.leader: str | None = None
+        self.term = 0
+        self.leaders_seen: list[tuple[int, str]] = []  # (term, leader) in order of observation
+
+    async def poll_once(self) -> None:
+        st = await self.cluster.statuses(timeout=0.3)
+        now = self.history.now()
+        best: tuple[int, str] | None = None
+        for mid, s in sorted(st.items()):
+            rec: dict[str, Any] = {"time": now, "node": mid, "alive": self.cluster.alive(mid)}
+            if s is not None:
+                rec.update({k: s.get(k) for k in ("role", "term", "leader", "commit",
+                                                   "applied", "last_index", "snapshot_index")})
+                if s.get("role") == "leader" and (best is None or s["term"] > best[0]):
+                    best = (int(s["term"]), mid)
+            else:
+                rec["reachable"] = False
+            self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._f.flush()
+        if best is not None:
+            self.term, self.leader = best
+            if not self.leaders_seen or self.leaders_seen[-1] != best:
+                self.leaders_seen.append(best)
+        elif all(s is None or s.get("role") != "leader" for s in st.values()):
+            self.leader = None
+
+    async def run(self, interval: float = 0.25) -> None:
+        while True:
+            await self.poll_once()
+            await trio.sleep(interval)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class Experiment:
+    def __init__(self, workload: Workload, faults: FaultScenario, opts: RunOptions) -> None:
+        self.w = workload
+        self.f = faults
+        self.opts = opts
+        self.rng = random.Random(opts.seed)
+        self.gen = Generator(workload, random.Random(opts.seed + 1))
+        self.concurrency = opts.concurrency or workload.clients
+        self.rate = workload.rate if opts.rate is None else opts.rate
+        self.dir = run_dir_for(opts.out, workload, faults, opts.seed)
+        self.exit_reason = "completed"
+        self.proxy_kind = "none"
+        self.started = time.time()
+        self.phase = "starting"
+        self._next_process = self.concurrency
+        self.history: History | None = None
+
+    # ------------------------------------------------------------------ files
+
+    def write_scenario(self) -> None:
+        resolved = {
+            "version": 1,
+            "command": self.opts.command,
+            "system": self.opts.system,
+            "nodes": self.opts.nodes,
+            "seed": self.opts.seed,
+            "time_limit": self.opts.time_limit,
+            "concurrency": self.concurrency,
+            "rate": self.rate,
+            "bugs": list(self.opts.bugs),
+            "workload": {k: v for k, v in dataclasses.asdict(self.w).items()},
+            "faults": _plain(dataclasses.asdict(self.f)),
+        }
+        (self.dir / "scenario.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> dict[str, Any]:
+        handler = logging.FileHandler(self.dir / "lab.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        self.write_scenario()
+        self.history = History(self.dir / "history.jsonl")
+        cluster = RaftkvCluster(self.dir / "nodes", size=self.opts.nodes, bugs=self.opts.bugs)
+        observer = Observer(cluster, self.dir / "cluster.jsonl", self.history)
+        nemesis: Nemesis | None = None
+        proxy_pid: int | None = None
+        proxy_ports: list[int] = []
+        leftovers: dict[str, list[int]] = {}
+        try:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as guard:
+                    guard.start_soon(self._watch_signals, signals, guard.cancel_scope)
+                    async with open_toxiproxy(self.opts.toxiproxy, self.dir) as (client, kind):
+                        self.proxy_kind = kind
+                        proxy_pid = getattr(client, "server_pid", None)
+                        log.info("proxy server: %s", kind)
+                        net = await Network.create(
+                            client, {m.id: (m.peer, m.client) for m in cluster.members.values()})
+                        proxy_ports = net.ports()
+                        cluster.dial = net.dial
+                        try:
+                            nemesis = Nemesis(self.f, cluster, net, self.history,
+                                              self.dir / "schedule.jsonl", self.rng,
+                                              lambda: observer.leader)
+                            await self._experiment(cluster, net, observer, nemesis)
+                        finally:
+                            with trio.CancelScope(shield=True):
+                                self.phase = "stopping"
+                                await cluster.stop_all()
+                                await net.aclose()
+                    guard.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await cluster.stop_all()
+            observer.close()
+            if nemesis is not None:
+                nemesis.close()
+            self.history.close()
+            pids = cluster.pids() + ([proxy_pid] if proxy_pid else [])
+            leftovers = {"processes": procs.descendants_alive(pids),
+                         "ports": procs.listening_ports(cluster.ports() + proxy_ports)}
+            log.removeHandler(handler)
+            handler.close()
+        return self._results(observer, nemesis, leftovers)
+
+    async def _watch_signals(self, signals: Any, scope: trio.CancelScope) -> None:
+        async for sig in signals:
+            self.exit_reason = f"interrupted by {signal.Signals(sig).name}"
+            log.warning("%s: stopping the run", self.exit_reason)
+            print(f"\nraftlab: {self.exit_reason}; stopping cleanly", file=sys.stderr)
+            scope.cancel()
+            return
+
+    async def _experiment(self, cluster: RaftkvCluster, net: Network, observer: Observer,
+                          nemesis: Nemesis) -> None:
+        assert self.history is not None
+        cluster.start_all()
+        self.phase = "waiting for a leader"
+        try:
+            leader = await cluster.wait_leader(timeout=30)
+        except trio.TooSlowError:
+            self.exit_reason = "harness error: no leader within 30 s of starting the cluster"
+            log.error(self.exit_reason)
+            return
+        log.info("leader %s elected", leader)
+        addrs = {mid: net.client_addr(mid) for mid in cluster.members}
+        if self.w.model == "bank" and not await self._setup_bank(addrs):
+            self.exit_reason = "harness error: could not write the bank's initial balances"
+            log.error(self.exit_reason)
+            return
+        t0 = trio.current_time()
+        self.t_end = t0 + self.opts.time_limit
+        self.phase = "running"
+        async with trio.open_nursery() as bg:
+            bg.start_soon(observer.run)
+            bg.start_soon(self.history.sync_every)
+            bg.start_soon(self._progress, observer, nemesis, t0)
+            async with trio.open_nursery() as main:
+                for i in range(self.concurrency):
+                    main.start_soon(self._worker, i, addrs)
+                main.start_soon(nemesis.run, self.opts.time_limit)
+            self.phase = "healing"
+            await nemesis.heal_everything()
+            self.phase = "recovering"
+            with trio.move_on_after(self.w.settle):
+                await cluster.wait_leader(timeout=self.w.settle)
+            await trio.sleep(min(1.0, self.w.settle))
+            self.phase = "final phase"
+            await self._final_phase(addrs)
+            await observer.poll_once()
+            bg.cancel_scope.cancel()
+
+    async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
+        balances = self.gen.initial_balances()
+        async with RaftkvClient(addrs, 2.0, random.Random(0)) as c:
+            for _ in range(20):
+                r = await c.request({"op": "txn", "value": [["w", k, v] for k, v in
+                                                            balances.items()]},
+                                    idempotent=False)
+                if r.type == "ok":
+                    return True
+                await trio.sleep(0.2)
+        return False
+
+    def _new_process(self) -> int:
+        p = self._next_process
+        self._next_process += 1
+        return p
+
+    async def _op(self, client: RaftkvClient, process: int, f: str, key: Any, value: Any
+                  ) -> str:
+        """Invoke one operation and record its invoke and completion. Returns the type."""
+        h = self.history
+        assert h is not None
+        h.append(process, "invoke", f, key, value)
+        completed = False
+        try:
+            c = await client.invoke(self.w.model, f, key, value)
+            out = c.value if c.type == "ok" else (value if f not in ("read",) else None)
+            h.append(process, c.type, f, key, out, node=c.node, error=c.error)
+            completed = True
+            return c.type
+        finally:
+            if not completed:
+                # Cancelled mid-flight (the run was interrupted): the outcome is unknown.
+                h.append(process, "fail" if f == "read" else "info", f, key,
+                         None if f == "read" else value, error="aborted")
+
+    async def _worker(self, i: int, addrs: dict[str, Any]) -> None:
+        rng = random.Random(self.opts.seed * 1_000 + i)
+        process = i
+        mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
+        accounts = self.gen.keys if self.w.model == "bank" else ()
+        async with RaftkvClient(addrs, self.w.timeout, rng, accounts) as client:
+            while trio.current_time() < self.t_end:
+                if mean_gap:
+                    await trio.sleep(min(rng.expovariate(1 / mean_gap),
+                                         max(0.0, self.t_end - trio.current_time())))
+                    if trio.current_time() >= self.t_end:
+                        return
+                op = self.gen.next_op()
+                if await self._op(client, process, op.f, op.key, op.value) == "info":
+                    process = self._new_process()
+
+    async def _final_phase(self, addrs: dict[str, Any]) -> None:
+        accounts = self.gen.keys if self.w.model == "bank" else ()
+        async with RaftkvClient(addrs, max(self.w.timeout, 2.0), random.Random(7),
+                                accounts) as client:
+            for op in self.gen.final_ops():
+                for _attempt in range(10):
+                    process = self._new_process()
+                    if await self._op(client, process, op.f, op.key, op.value) == "ok":
+                        break
+                    await trio.sleep(0.5)
+
+    async def _progress(self, observer: Observer, nemesis: Nemesis, t0: float) -> None:
+        live = sys.stdout.isatty() if self.opts.live is None else self.opts.live
+        h = self.history
+        assert h is not None
+        last_plain = -10.0
+        while True:
+            await trio.sleep(0.5)
+            now = trio.current_time() - t0
+            faults = ", ".join(f"{a.action}({','.join(a.nodes)})" for a in nemesis.active())
+            line = (f"[{min(now, self.opts.time_limit):5.1f}/{self.opts.time_limit:g} s] "
+                    f"{self.phase}: ok {h.counts['ok']} fail {h.counts['fail']} "
+                    f"info {h.counts['info']} | leader {observer.leader or '-'} "
+                    f"(term {observer.term}) | faults: {faults or 'none'}")
+            if live:
+                print("\r" + line[:160].ljust(160), end="", flush=True)
+            elif now - last_plain >= 5:
+                print(line, flush=True)
+                last_plain = now
+
+    # ------------------------------------------------------------------ results
+
+    def _results(self, observer: Observer, nemesis: Nemesis | None,
+                 leftovers: dict[str, list[int]]) -> dict[str, Any]:
+        h = self.history
+        assert h is not None
+        results: dict[str, Any] = {
+            "version": 1,
+            "run_dir": str(self.dir),
+            "system": self.opts.system,
+            "nodes": self.opts.nodes,
+            "workload": self.w.name,
+            "model": self.w.model,
+            "faults": self.f.name,
+            "seed": self.opts.seed,
+            "time_limit": self.opts.time_limit,
+            "concurrency": self.concurrency,
+            "rate": self.rate,
+            "bugs": list(self.opts.bugs),
+            "command": self.opts.command,
+            "proxy": self.proxy_kind,
+            "started": self.started,
+            "duration_s": round(time.time() - self.started, 3),
+            "exit_reason": self.exit_reason,
+            "partial": self.exit_reason != "completed",
+            "events": h.index,
+            "counts": dict(h.counts),
+            "leaders": [{"term": t, "leader": n} for t, n in observer.leaders_seen],
+            "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
+            "leftovers": leftovers,
+            "nothing_left_behind": not leftovers.get("processes") and not leftovers.get("ports"),
+        }
+        (self.dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        return results
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+async def run_experiment(workload: Workload, faults: FaultScenario, opts: RunOptions
+                         ) -> tuple[Path, dict[str, Any]]:
+    exp = Experiment(workload, faults, opts)
+    print(f"run directory: {exp.dir}", flush=True)
+    return exp.dir, await exp.run()

@@ -1,0 +1,559 @@
+"""Workload and fault-scenario files: loading and strict validation, in one place.
+
+Both file kinds are YAML. They are validated against the YAML *node* tree (not the
+plain Python values), so every error names the file and the line of the offending
+value: ``faults/x.yaml:12: unknown action 'partiton' (expected one of: ...)``. Any error
+raises :class:`ScenarioError`, whose ``str()`` is that one line; the CLI prints it and
+exits 2. :func:`json_schema` describes the same rules for editors.
+
+A workload says what the clients do and which model checks the history; a fault
+scenario says what the nemesis does, and when. See README "Writing a fault scenario".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ScenarioError(Exception):
+    """A scenario file is not valid. ``str(e)`` is ``FILE:LINE: what was expected``."""
+
+    def __init__(self, path: str, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line, self.message = path, line, message
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+MODELS: dict[str, tuple[str, ...]] = {
+    # model -> operation functions a workload of that model may mix
+    "cas-register": ("read", "write", "cas"),
+    "register": ("read", "write"),
+    "set": ("add",),
+    "counter": ("add", "read"),
+    "bank": ("transfer", "read"),
+    "list-append": ("txn",),
+}
+
+#: Process faults act on nodes picked by a target.
+PROCESS_ACTIONS = ("kill", "restart", "pause", "resume", "stop", "start")
+#: Network faults; each lasts until healed (``for`` heals just that fault).
+NETWORK_ACTIONS = (
+    "isolate",  # cut the target nodes off from all others, both ways
+    "partition-halves",  # a fixed minority | majority split
+    "partition-random-halves",  # a random minority | majority split
+    "majority-ring",  # every node sees a majority, each a different one
+    "bridge",  # two halves joined by one node that sees both
+    "cut",  # one-way: everything ``target`` sends to ``to`` is lost
+    "leader-send-only",  # the target (usually the leader) can send but not receive
+    "leader-receive-only",  # the target can receive but not send
+    "latency",  # delay on links touching the target (``ms``, ``jitter``)
+    "datacenters",  # sites with latency between them (``sites``, ``ms``, ``jitter``)
+    "isolate-site",  # cut one site (``site``) off from the others
+    "bandwidth",  # throttle links to and from the target (``rate`` KB/s)
+    "slice",  # slice the target's traffic into small pieces
+    "reset-peer",  # reset connections to the target
+    "cut-client",  # clients cannot reach the target
+)
+ACTIONS = (*PROCESS_ACTIONS, *NETWORK_ACTIONS, "heal")
+TARGETS = ("leader", "followers", "random", "minority", "majority", "all", "none")
+_NODE_ID = re.compile(r"^n[1-9][0-9]?$")
+
+# Parameters an action may carry, besides at/action/target/for, with their kinds.
+ACTION_PARAMS: dict[str, dict[str, str]] = {
+    "cut": {"to": "target"},
+    "latency": {"ms": "int", "jitter": "int"},
+    "datacenters": {"sites": "sites", "ms": "int", "jitter": "int"},
+    "isolate-site": {"site": "int"},
+    "bandwidth": {"rate": "int"},
+    "slice": {"average_size": "int", "size_variation": "int", "delay_us": "int"},
+    "reset-peer": {"timeout": "int"},
+}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Workload:
+    path: str
+    name: str
+    description: str
+    model: str
+    keys: int = 8
+    clients: int = 10
+    rate: float = 100.0  # operations per second over all clients; 0 = as fast as possible
+    timeout: float = 1.0  # per operation, seconds
+    mix: dict[str, float] = field(default_factory=dict)
+    value_min: int = 0
+    value_max: int = 9
+    txn_min: int = 1  # micro-operations per list-append transaction
+    txn_max: int = 4
+    accounts: int = 5  # bank
+    total: int = 100  # bank: the sum of all balances
+    max_transfer: int = 5
+    final_reads: bool = True
+    settle: float = 5.0  # seconds to let the cluster recover before the final phase
+
+
+@dataclass(frozen=True)
+class Step:
+    line: int
+    at: float
+    action: str
+    target: tuple[str, ...] = ()  # node ids and/or symbolic targets; () = action default
+    duration: float | None = None  # ``for``: undo after this many seconds
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RandomNemesis:
+    line: int
+    interval: tuple[float, float]  # pause between faults, drawn uniformly
+    duration: tuple[float, float]  # how long each fault lasts
+    actions: tuple[str, ...]
+    targets: tuple[str, ...] = ("random",)
+    start: float = 0.0
+    stop: float | None = None  # None = until the end of the run
+
+
+@dataclass(frozen=True)
+class FaultScenario:
+    path: str
+    name: str
+    description: str
+    time_limit: float | None = None
+    schedule: tuple[Step, ...] = ()
+    random: RandomNemesis | None = None
+
+
+# --------------------------------------------------------------------------- node tree
+
+
+class _Doc:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node | None, message: str) -> ScenarioError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return ScenarioError(self.path, line, message)
+
+    def mapping(self, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping of keys to values")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode) or k.tag != "tag:yaml.org,2002:str":
+                raise self.fail(k, f"{what}: keys must be plain words")
+            if k.value in out:
+                raise self.fail(k, f"{what}: key '{k.value}' appears twice")
+            out[k.value] = (k, v)
+        return out
+
+    def check_keys(self, m: dict[str, tuple[yaml.Node, yaml.Node]], allowed: tuple[str, ...],
+                   required: tuple[str, ...], what: str, node: yaml.Node) -> None:
+        for key, (knode, _) in m.items():
+            if key not in allowed:
+                raise self.fail(knode, f"unknown key '{key}' in {what} "
+                                       f"(expected one of: {', '.join(allowed)})")
+        for key in required:
+            if key not in m:
+                raise self.fail(node, f"{what} needs the key '{key}'")
+
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, f"{what} must be a single value, not a "
+                                  f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+        if node.tag == "tag:yaml.org,2002:str":
+            return node.value
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+
+    def string(self, node: yaml.Node, what: str) -> str:
+        v = self.scalar(node, what)
+        if not isinstance(v, str) or not v.strip():
+            raise self.fail(node, f"{what} must be a non-empty string, got {v!r}")
+        return v
+
+    def integer(self, node: yaml.Node, what: str, lo: int = 0, hi: int | None = None) -> int:
+        v = self.scalar(node, what)
+        if type(v) is not int:
+            raise self.fail(node, f"{what} must be a whole number, got {v!r}")
+        if v < lo or (hi is not None and v > hi):
+            bound = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
+            raise self.fail(node, f"{what} must be {bound}, got {v}")
+        return v
+
+    def number(self, node: yaml.Node, what: str, lo: float = 0.0) -> float:
+        v = self.scalar(node, what)
+        if type(v) not in (int, float) or not math.isfinite(v) or v < lo:
+            raise self.fail(node, f"{what} must be a number of at least {lo:g}, got {v!r}")
+        return float(v)
+
+    def boolean(self, node: yaml.Node, what: str) -> bool:
+        v = self.scalar(node, what)
+        if not isinstance(v, bool):
+            raise self.fail(node, f"{what} must be true or false, got {v!r}")
+        return v
+
+    def duration(self, node: yaml.Node, what: str) -> float:
+        v = self.scalar(node, what)
+        seconds = parse_duration(v)
+        if seconds is None:
+            raise self.fail(node, f"{what}: cannot parse duration {v!r} "
+                                  "(expected e.g. 500ms, 10s, 2m, 1m30s, or a number of seconds)")
+        return seconds
+
+    def seq(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, f"{what} must be a list")
+        return list(node.value)
+
+    def one_of(self, node: yaml.Node, choices: tuple[str, ...], what: str) -> str:
+        v = self.scalar(node, what)
+        if v not in choices:
+            raise self.fail(node, f"unknown {what} {v!r} (expected one of: {', '.join(choices)})")
+        return str(v)
+
+    def pair(self, node: yaml.Node, what: str, conv: Callable[[yaml.Node, str], T]
+             ) -> tuple[T, T]:
+        items = self.seq(node, what)
+        if len(items) != 2:
+            raise self.fail(node, f"{what} must be a list of two values [low, high]")
+        lo, hi = conv(items[0], what), conv(items[1], what)
+        if hi < lo:  # type: ignore[operator]
+            raise self.fail(node, f"{what}: high {hi} is below low {lo}")
+        return lo, hi
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(v: Any) -> float | None:
+    """Seconds from ``10``, ``2.5``, ``500ms``, ``10s``, ``2m``, ``1m30s``; None if invalid."""
+    if type(v) in (int, float):
+        return float(v) if math.isfinite(v) and v >= 0 else None
+    if not isinstance(v, str):
+        return None
+    text = v.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+def _compose(path: Path) -> tuple[_Doc, yaml.Node]:
+    shown = str(path)
+    doc = _Doc(shown)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(shown, 1, "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(shown, 1, f"cannot read the file: {e}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ScenarioError(shown, line, f"not valid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ScenarioError(shown, 1, f"not valid YAML: {e}") from None
+    if node is None:
+        raise ScenarioError(shown, 1, "the file is empty")
+    return doc, node
+
+
+# --------------------------------------------------------------------------- workloads
+
+_WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
+                  "values", "txn", "accounts", "total", "max_transfer", "final")
+
+
+def load_workload(path: Path) -> Workload:
+    doc, root = _compose(path)
+    m = doc.mapping(root, "a workload")
+    doc.check_keys(m, _WORKLOAD_KEYS, ("name", "description", "model"), "a workload", root)
+
+    def get(key: str) -> yaml.Node:
+        return m[key][1]
+
+    model = doc.one_of(get("model"), tuple(MODELS), "model")
+    kw: dict[str, Any] = {
+        "path": str(path),
+        "name": doc.string(get("name"), "name"),
+        "description": doc.string(get("description"), "description"),
+        "model": model,
+    }
+    if "keys" in m:
+        kw["keys"] = doc.integer(get("keys"), "keys", 1, 10_000)
+    if "clients" in m:
+        kw["clients"] = doc.integer(get("clients"), "clients", 1, 1_000)
+    if "rate" in m:
+        kw["rate"] = doc.number(get("rate"), "rate")
+    if "timeout" in m:
+        kw["timeout"] = doc.duration(get("timeout"), "timeout")
+        if kw["timeout"] <= 0:
+            raise doc.fail(get("timeout"), "timeout must be more than zero")
+    allowed_fs = MODELS[model]
+    if "mix" in m:
+        mix_map = doc.mapping(get("mix"), "mix")
+        mix: dict[str, float] = {}
+        for f, (knode, vnode) in mix_map.items():
+            if f not in allowed_fs:
+                raise doc.fail(knode, f"operation '{f}' is not part of the {model} model "
+                                      f"(expected one of: {', '.join(allowed_fs)})")
+            mix[f] = doc.number(vnode, f"mix weight of {f}")
+        if not any(mix.values()):
+            raise doc.fail(get("mix"), "mix needs at least one operation with a weight above 0")
+        kw["mix"] = mix
+    else:
+        kw["mix"] = {f: 1.0 for f in allowed_fs}
+    if "values" in m:
+        vm = doc.mapping(get("values"), "values")
+        doc.check_keys(vm, ("min", "max"), ("min", "max"), "values", get("values"))
+        kw["value_min"] = doc.integer(vm["min"][1], "values.min", -(2**31))
+        kw["value_max"] = doc.integer(vm["max"][1], "values.max", -(2**31))
+        if kw["value_max"] < kw["value_min"]:
+            raise doc.fail(vm["max"][1], "values.max is below values.min")
+    if "txn" in m:
+        tm = doc.mapping(get("txn"), "txn")
+        doc.check_keys(tm, ("min_ops", "max_ops"), (), "txn", get("txn"))
+        if "min_ops" in tm:
+            kw["txn_min"] = doc.integer(tm["min_ops"][1], "txn.min_ops", 1, 100)
+        if "max_ops" in tm:
+            kw["txn_max"] = doc.integer(tm["max_ops"][1], "txn.max_ops", 1, 100)
+        if kw.get("txn_max", 4) < kw.get("txn_min", 1):
+            raise doc.fail(get("txn"), "txn.max_ops is below txn.min_ops")
+    for key, lo in (("accounts", 2), ("total", 0), ("max_transfer", 1)):
+        if key in m:
+            kw[key] = doc.integer(get(key), key, lo)
+    if "final" in m:
+        fm = doc.mapping(get("final"), "final")
+        doc.check_keys(fm, ("reads", "settle"), (), "final", get("final"))
+        if "reads" in fm:
+            kw["final_reads"] = doc.boolean(fm["reads"][1], "final.reads")
+        if "settle" in fm:
+            kw["settle"] = doc.duration(fm["settle"][1], "final.settle")
+    return Workload(**kw)
+
+
+# --------------------------------------------------------------------------- fault scenarios
+
+_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random")
+_STEP_KEYS = ("at", "action", "target", "for")
+_RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
+
+
+def _target(doc: _Doc, node: yaml.Node, what: str) -> tuple[str, ...]:
+    items = doc.seq(node, what) if isinstance(node, yaml.SequenceNode) else [node]
+    out = []
+    for item in items:
+        v = doc.scalar(item, what)
+        if not isinstance(v, str) or not (v in TARGETS or _NODE_ID.match(v)):
+            raise doc.fail(item, f"unknown {what} {v!r} (expected a node id like n1, or one of: "
+                                 f"{', '.join(TARGETS)})")
+        out.append(v)
+    if not out:
+        raise doc.fail(node, f"{what} names no node")
+    return tuple(out)
+
+
+def _sites(doc: _Doc, node: yaml.Node) -> list[list[str]]:
+    sites = []
+    for s in doc.seq(node, "sites"):
+        ids = [doc.string(x, "a site's node") for x in doc.seq(s, "a site")]
+        for x, xn in zip(ids, s.value, strict=True):
+            if not _NODE_ID.match(x):
+                raise doc.fail(xn, f"a site lists node ids like n1, got {x!r}")
+        if not ids:
+            raise doc.fail(s, "a site needs at least one node")
+        sites.append(ids)
+    if len(sites) < 2:
+        raise doc.fail(node, "sites needs at least two sites")
+    return sites
+
+
+def _params(doc: _Doc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
+            ) -> dict[str, Any]:
+    spec = ACTION_PARAMS.get(action, {})
+    out: dict[str, Any] = {}
+    for key, (knode, vnode) in m.items():
+        if key in _STEP_KEYS:
+            continue
+        kind = spec.get(key)
+        if kind is None:
+            allowed = (*_STEP_KEYS, *spec)
+            raise doc.fail(knode, f"unknown key '{key}' for action '{action}' "
+                                  f"(expected one of: {', '.join(allowed)})")
+        if kind == "int":
+            out[key] = doc.integer(vnode, f"{action}.{key}")
+        elif kind == "target":
+            out[key] = _target(doc, vnode, f"{action}.{key}")
+        else:
+            out[key] = _sites(doc, vnode)
+    if action == "cut" and "to" not in out:
+        raise doc.fail(None if not m else next(iter(m.values()))[0],
+                       "action 'cut' needs 'to' (whose incoming traffic from the target is lost)")
+    if action == "slice":
+        avg, var = out.get("average_size", 64), out.get("size_variation", 32)
+        if avg < 1 or var >= avg:
+            raise doc.fail(m["action"][1], "slice needs average_size >= 1 and "
+                                           "size_variation < average_size")
+    if action == "isolate-site" and "site" not in out:
+        raise doc.fail(m["action"][1], "action 'isolate-site' needs 'site' (a 0-based index)")
+    return out
+
+
+def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
+    """Load a fault scenario. ``time_limit`` (the run's) overrides the file's own, and
+    every step must fit inside whichever applies."""
+    doc, root = _compose(path)
+    m = doc.mapping(root, "a fault scenario")
+    doc.check_keys(m, _FAULT_KEYS, ("name", "description"), "a fault scenario", root)
+    own_limit = doc.duration(m["time_limit"][1], "time_limit") if "time_limit" in m else None
+    limit = time_limit if time_limit is not None else own_limit
+    steps: list[Step] = []
+    if "schedule" in m:
+        for item in doc.seq(m["schedule"][1], "schedule"):
+            sm = doc.mapping(item, "a schedule step")
+            doc.check_keys(sm, (*_STEP_KEYS, *{k for p in ACTION_PARAMS.values() for k in p}),
+                           ("at", "action"), "a schedule step", item)
+            action = doc.one_of(sm["action"][1], ACTIONS, "action")
+            at = doc.duration(sm["at"][1], "at")
+            dur = doc.duration(sm["for"][1], "for") if "for" in sm else None
+            if dur is not None and action in ("heal", "resume", "start", "restart"):
+                raise doc.fail(sm["for"][0], f"action '{action}' cannot be undone, so it takes "
+                                             "no 'for'")
+            end = at + (dur or 0.0)
+            if limit is not None and end > limit:
+                raise doc.fail(sm["at"][1], f"step ends at {end:g}s, past the time limit of "
+                                            f"{limit:g}s")
+            target = _target(doc, sm["target"][1], "target") if "target" in sm else ()
+            steps.append(Step(item.start_mark.line + 1, at, action, target, dur,
+                              _params(doc, action, sm)))
+    rnd = None
+    if "random" in m:
+        rnode = m["random"][1]
+        rm = doc.mapping(rnode, "random")
+        doc.check_keys(rm, _RANDOM_KEYS, ("interval", "duration", "actions"), "random", rnode)
+        actions = tuple(doc.one_of(a, (*PROCESS_ACTIONS, *NETWORK_ACTIONS), "action")
+                        for a in doc.seq(rm["actions"][1], "random.actions"))
+        if not actions:
+            raise doc.fail(rm["actions"][1], "random.actions lists no action")
+        for a, anode in zip(actions, rm["actions"][1].value, strict=True):
+            if a in ACTION_PARAMS and a not in ("latency", "bandwidth", "slice", "reset-peer"):
+                raise doc.fail(anode, f"action '{a}' needs parameters: use it in 'schedule'")
+        start = doc.duration(rm["start"][1], "random.start") if "start" in rm else 0.0
+        stop = doc.duration(rm["stop"][1], "random.stop") if "stop" in rm else None
+        if limit is not None and (start >= limit or (stop is not None and stop > limit)):
+            raise doc.fail(rnode, f"random nemesis runs past the time limit of {limit:g}s")
+        rnd = RandomNemesis(
+            line=rnode.start_mark.line + 1,
+            interval=doc.pair(rm["interval"][1], "random.interval", doc.duration),
+            duration=doc.pair(rm["duration"][1], "random.duration", doc.duration),
+            actions=actions,
+            targets=_target(doc, rm["targets"][1], "random.targets") if "targets" in rm
+            else ("random",),
+            start=start,
+            stop=stop,
+        )
+        if rnd.interval[1] <= 0:
+            raise doc.fail(rm["interval"][1], "random.interval must allow a pause above zero")
+    if not steps and rnd is None and "schedule" in m:
+        raise doc.fail(m["schedule"][1], "schedule is empty (write 'schedule: []' only with "
+                                         "'random', or name the scenario 'none')")
+    return FaultScenario(str(path), doc.string(m["name"][1], "name"),
+                         doc.string(m["description"][1], "description"), own_limit,
+                         tuple(steps), rnd)
+
+
+def iter_builtin(folder: Path) -> Iterator[Path]:
+    yield from sorted(folder.glob("*.yaml"))
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of both file kinds, for editors."""
+    duration = {"oneOf": [{"type": "number", "minimum": 0},
+                          {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h))+$"}]}
+    target: dict[str, Any] = {"oneOf": [
+        {"type": "string", "pattern": _NODE_ID.pattern},
+        {"enum": list(TARGETS)},
+        {"type": "array", "minItems": 1,
+         "items": {"anyOf": [{"type": "string", "pattern": _NODE_ID.pattern},
+                             {"enum": list(TARGETS)}]}}]}
+    param_props: dict[str, Any] = {}
+    for spec in ACTION_PARAMS.values():
+        for k, kind in spec.items():
+            param_props[k] = ({"type": "integer", "minimum": 0} if kind == "int" else target
+                              if kind == "target" else
+                              {"type": "array", "items": {"type": "array",
+                                                          "items": {"type": "string"}}})
+    step = {"type": "object", "additionalProperties": False, "required": ["at", "action"],
+            "properties": {"at": duration, "action": {"enum": list(ACTIONS)}, "target": target,
+                           "for": duration, **param_props}}
+    workload = {
+        "$id": "raftlab-workload", "type": "object", "additionalProperties": False,
+        "required": ["name", "description", "model"],
+        "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "model": {"enum": list(MODELS)},
+            "keys": {"type": "integer", "minimum": 1}, "clients": {"type": "integer",
+                                                                  "minimum": 1},
+            "rate": {"type": "number", "minimum": 0}, "timeout": duration,
+            "mix": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+                    "propertyNames": {"enum": sorted({f for fs in MODELS.values()
+                                                      for f in fs})}},
+            "values": {"type": "object", "additionalProperties": False,
+                       "required": ["min", "max"],
+                       "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}},
+            "txn": {"type": "object", "additionalProperties": False,
+                    "properties": {"min_ops": {"type": "integer", "minimum": 1},
+                                   "max_ops": {"type": "integer", "minimum": 1}}},
+            "accounts": {"type": "integer", "minimum": 2},
+            "total": {"type": "integer", "minimum": 0},
+            "max_transfer": {"type": "integer", "minimum": 1},
+            "final": {"type": "object", "additionalProperties": False,
+                      "properties": {"reads": {"type": "boolean"}, "settle": duration}},
+        },
+    }
+    faults = {
+        "$id": "raftlab-faults", "type": "object", "additionalProperties": False,
+        "required": ["name", "description"],
+        "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "time_limit": duration,
+            "schedule": {"type": "array", "items": step},
+            "random": {"type": "object", "additionalProperties": False,
+                       "required": ["interval", "duration", "actions"],
+                       "properties": {
+                           "interval": {"type": "array", "items": duration, "minItems": 2,
+                                        "maxItems": 2},
+                           "duration": {"type": "array", "items": duration, "minItems": 2,
+                                        "maxItems": 2},
+                           "actions": {"type": "array", "minItems": 1,
+                                       "items": {"enum": [*PROCESS_ACTIONS,
+                                                          *NETWORK_ACTIONS]}},
+                           "targets": target, "start": duration, "stop": duration}},
+        },
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "raftlab scenario files",
+            "$defs": {"workload": workload, "faults": faults},
+            "oneOf": [{"$ref": "#/$defs/workload"}, {"$ref": "#/$defs/faults"}]}

@@ -1,0 +1,95 @@
+"""Operation generators: pure, seeded streams of operations for each workload model.
+
+A generator knows nothing about the system under test; it yields :class:`Op` values in
+Jepsen's shapes (``../shared/DESIGN.md``, "Operation shapes per model"), and a final phase
+of operations run after the faults are healed. The same seed gives the same stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from lab.scenario import Workload
+
+
+@dataclass(frozen=True)
+class Op:
+    f: str
+    key: Any = None
+    value: Any = None
+
+
+class Generator:
+    def __init__(self, w: Workload, rng: random.Random) -> None:
+        self.w = w
+        self.rng = rng
+        self._fs = [f for f, weight in w.mix.items() if weight > 0]
+        self._weights = [w.mix[f] for f in self._fs]
+        self._unique = itertools.count(1)
+
+    @property
+    def keys(self) -> list[str]:
+        if self.w.model in ("set",):
+            return ["set"]
+        if self.w.model == "counter":
+            return ["counter"]
+        if self.w.model == "bank":
+            return [f"a{k}" for k in range(self.w.accounts)]
+        return [f"k{k}" for k in range(self.w.keys)]
+
+    def initial_balances(self) -> dict[str, int]:
+        """Bank only: the balances written before the clients start (the total is spread
+        evenly, the remainder to the first account)."""
+        n = self.w.accounts
+        each, rest = divmod(self.w.total, n)
+        return {k: each + (rest if i == 0 else 0) for i, k in enumerate(self.keys)}
+
+    def _value(self) -> int:
+        return self.rng.randint(self.w.value_min, self.w.value_max)
+
+    def next_op(self) -> Op:
+        f = self.rng.choices(self._fs, self._weights)[0]
+        model = self.w.model
+        if model in ("register", "cas-register"):
+            key = self.rng.choice(self.keys)
+            if f == "read":
+                return Op("read", key)
+            if f == "write":
+                return Op("write", key, self._value())
+            return Op("cas", key, [self._value(), self._value()])
+        if model == "set":
+            return Op("add", None, next(self._unique))
+        if model == "counter":
+            if f == "read":
+                return Op("read")
+            return Op("add", None, self.rng.randint(1, max(1, self.w.value_max)))
+        if model == "bank":
+            if f == "read":
+                return Op("read")
+            a, b = self.rng.sample(self.keys, 2)
+            return Op("transfer", None,
+                      {"from": a, "to": b, "amount": self.rng.randint(1, self.w.max_transfer)})
+        # list-append: a transaction of appends (each value unique per key) and reads
+        n = self.rng.randint(self.w.txn_min, self.w.txn_max)
+        micro: list[list[Any]] = []
+        for _ in range(n):
+            k = self.rng.choice(self.keys)
+            if self.rng.random() < 0.5:
+                micro.append(["r", k, None])
+            else:
+                micro.append(["append", k, next(self._unique)])
+        return Op("txn", None, micro)
+
+    def final_ops(self) -> list[Op]:
+        """Reads after healing: every key's value once the cluster has recovered."""
+        if not self.w.final_reads:
+            return []
+        model = self.w.model
+        if model in ("register", "cas-register"):
+            return [Op("read", k) for k in self.keys]
+        if model in ("set", "counter", "bank"):
+            return [Op("read")]
+        return [Op("txn", None, [["r", k, None] for k in self.keys])]

@@ -1,0 +1,264 @@
+"""Scenario files: every shipped file loads, and every kind of mistake is one clear
+``FILE:LINE: message`` error (never a traceback)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lab.scenario import (
+    ScenarioError,
+    json_schema,
+    load_faults,
+    load_workload,
+    parse_duration,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "workloads").glob("*.yaml")), ids=str)
+def test_every_shipped_workload_loads(path: Path) -> None:
+    w = load_workload(path)
+    assert w.name == path.stem and w.description and sum(w.mix.values()) > 0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "faults").glob("*.yaml")), ids=str)
+def test_every_shipped_fault_scenario_loads(path: Path) -> None:
+    f = load_faults(path)
+    assert f.name == path.stem and f.description
+    if f.name != "none":
+        assert f.schedule or f.random
+
+
+def test_the_required_scenarios_are_shipped() -> None:
+    names = {p.stem for p in (ROOT / "faults").glob("*.yaml")}
+    assert {"none", "kill-leader", "kill-random", "pause-leader", "partition-halves",
+            "isolate-leader", "asymmetric-leader", "majority-ring", "bridge",
+            "three-datacenters", "slow-follower", "flapping-partitions", "mixed"} <= names
+    assert {"register", "set", "counter", "bank", "list-append"} <= {
+        p.stem for p in (ROOT / "workloads").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("10", 10.0), ("2.5", 2.5), ("500ms", 0.5), ("10s", 10.0), ("2m", 120.0),
+    ("1m30s", 90.0), ("1h", 3600.0), ("", None), ("10 s", None), ("-1s", None), ("s", None),
+    ("1x", None), ("1s2", None), (True, None), (None, None), (float("nan"), None),
+])
+def test_parse_duration(text: object, expected: float | None) -> None:
+    assert parse_duration(text) == expected
+
+
+FAULT_ERRORS = [
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 5s
+         action: partiton
+         target: leader
+     """, 5, "unknown action 'partiton' (expected one of: kill,"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: soon
+         action: kill
+     """, 4, "at: cannot parse duration 'soon'"),
+    ("""\
+     name: x
+     description: y
+     schedul: []
+     """, 3, "unknown key 'schedul' in a fault scenario"),
+    ("""\
+     name: x
+     description: y
+     time_limit: 10s
+     schedule:
+       - at: 8s
+         action: kill
+         for: 5s
+     """, 5, "step ends at 13s, past the time limit of 10s"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: kill
+         target: leeder
+     """, 6, "unknown target 'leeder'"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: latency
+         rate: 5
+     """, 6, "unknown key 'rate' for action 'latency'"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: heal
+         for: 2s
+     """, 6, "action 'heal' cannot be undone"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: latency
+         ms: fast
+     """, 6, "latency.ms must be a whole number"),
+    ("""\
+     name: x
+     description: y
+     random:
+       interval: [5s]
+       duration: [1s, 2s]
+       actions: [kill]
+     """, 4, "random.interval must be a list of two values"),
+    ("""\
+     name: x
+     description: y
+     random:
+       interval: [5s, 1s]
+       duration: [1s, 2s]
+       actions: [kill]
+     """, 4, "random.interval: high 1.0 is below low 5.0"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: kill
+       - at: 1s
+         action: [kill]
+     """, 7, "action must be a single value"),
+    ("""\
+     name: x
+     name: z
+     description: y
+     """, 2, "key 'name' appears twice"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: kill
+         target: [n1, n2
+     """, 7, "not valid YAML"),
+    ("- just\n- a list\n", 1, "a fault scenario must be a mapping"),
+    ("", 1, "the file is empty"),
+    ("name: x\n", 1, "a fault scenario needs the key 'description'"),
+]
+
+
+@pytest.mark.parametrize("text,line,message", FAULT_ERRORS)
+def test_fault_file_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int,
+                                                   message: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as e:
+        load_faults(p, 60.0 if "time_limit" not in text else None)
+    assert e.value.line == line, str(e.value)
+    assert message in e.value.message, str(e.value)
+    assert str(e.value).startswith(f"{p}:{line}: ")
+    assert "\n" not in str(e.value)
+
+
+WORKLOAD_ERRORS = [
+    ("name: w\ndescription: d\nmodel: linearizable\n", 3, "unknown model 'linearizable'"),
+    ("name: w\ndescription: d\nmodel: set\nmix: {read: 1}\n", 4,
+     "operation 'read' is not part of the set model"),
+    ("name: w\ndescription: d\nmodel: register\nkeys: 0\n", 4, "keys must be from 1 to"),
+    ("name: w\ndescription: d\nmodel: register\nkeys: many\n", 4, "keys must be a whole number"),
+    ("name: w\ndescription: d\nmodel: register\ntimeout: 0s\n", 4, "more than zero"),
+    ("name: w\ndescription: d\nmodel: register\nvalues: {min: 5, max: 1}\n", 4,
+     "values.max is below values.min"),
+    ("name: w\ndescription: d\nmodel: register\nclientz: 3\n", 4, "unknown key 'clientz'"),
+    ("name: w\ndescription: d\nmodel: register\nmix: {read: 0}\n", 4, "at least one operation"),
+    ("name: w\ndescription: d\nmodel: register\nfinal: {reads: maybe}\n", 4,
+     "final.reads must be true or false"),
+]
+
+
+@pytest.mark.parametrize("text,line,message", WORKLOAD_ERRORS)
+def test_workload_file_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int,
+                                                      message: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as e:
+        load_workload(p)
+    assert (e.value.line, message in e.value.message) == (line, True), str(e.value)
+
+
+def test_a_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_faults(tmp_path / "nope.yaml")
+
+
+def test_run_time_limit_overrides_the_files_own(tmp_path: Path) -> None:
+    p = write(tmp_path, """\
+        name: x
+        description: y
+        time_limit: 60s
+        schedule:
+          - at: 20s
+            action: kill
+            for: 5s
+        """)
+    assert load_faults(p).time_limit == 60.0
+    with pytest.raises(ScenarioError, match="past the time limit of 10s"):
+        load_faults(p, time_limit=10.0)
+
+
+def test_resolved_steps_keep_their_parameters(tmp_path: Path) -> None:
+    f = load_faults(ROOT / "faults" / "three-datacenters.yaml")
+    dc, cut = f.schedule
+    assert dc.action == "datacenters" and dc.params["sites"] == [["n1", "n2"], ["n3", "n4"],
+                                                                  ["n5"]]
+    assert (cut.action, cut.params, cut.duration) == ("isolate-site", {"site": 0}, 6.0)
+
+
+def test_json_schema_names_every_action_and_model() -> None:
+    s = json_schema()
+    step = s["$defs"]["faults"]["properties"]["schedule"]["items"]
+    assert "partition-halves" in step["properties"]["action"]["enum"]
+    assert "list-append" in s["$defs"]["workload"]["properties"]["model"]["enum"]
+
+
+yaml_scalars = st.one_of(st.integers(-5, 100), st.text(max_size=8), st.booleans(), st.none(),
+                         st.floats(allow_nan=True), st.sampled_from(["10s", "5ms", "kill",
+                                                                     "leader", "n1"]))
+yaml_values = st.recursive(yaml_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(["at", "action", "target", "for", "ms", "name",
+                                     "description", "schedule", "random", "interval",
+                                     "actions", "model", "keys", "mix"]), inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(yaml_values)
+def test_arbitrary_yaml_gives_a_scenario_or_one_clear_error(tmp_path_factory: object,
+                                                            value: object) -> None:
+    import yaml
+
+    d = Path(__import__("tempfile").mkdtemp())
+    p = d / "gen.yaml"
+    p.write_text(yaml.safe_dump(value))
+    for loader in (load_faults, load_workload):
+        try:
+            loader(p)
+        except ScenarioError as e:
+            assert str(e).startswith(f"{p}:") and "\n" not in str(e)

@@ -110,6 +110,12 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    # True when ``messages`` depend on nothing this Ready persists, so they may be sent
+    # while it is being persisted (a leader whose term and vote are already durable: its
+    # appends may go out in parallel with its own disk write, Raft thesis 10.2.1, because
+    # the leader counts its own copy of an entry only once a later ready() call shows it
+    # durable).
+    early_send: bool = False
     # Reads that can never be served here (leadership lost): tell the clients.
     dropped_reads: list[int] = field(default_factory=list)
     role: Role = Role.FOLLOWER
@@ -232,6 +238,10 @@ class Raft:
         self._dropped_reads: list[int] = []
         self._last_hs = hs
         self._need_broadcast = False
+        # Entries up to here are on disk: everything handed out by the previous ready()
+        # (the driver persists a Ready before it calls ready() again).
+        self._stable = self.log.last_index()
+        self._handed = self._stable
 
     # ------------------------------------------------------------------ inputs
 
@@ -344,6 +354,9 @@ class Raft:
 
     def ready(self) -> Ready:
         """Drain everything the driver must do now (see the module docstring)."""
+        self._stable = self._handed
+        if self.role is Role.LEADER and self._maybe_commit():
+            self._need_broadcast = True
         if self._need_broadcast:
             self._need_broadcast = False
             if self.role is Role.LEADER:
@@ -354,6 +367,8 @@ class Raft:
         if "forget-vote" in self.bugs:
             # BUG forget-vote: votedFor never reaches the disk.
             hs = HardState(hs.term, None, hs.commit)
+        rd.early_send = self.role is Role.LEADER and (hs.term, hs.vote) == (
+            self._last_hs.term, self._last_hs.vote)
         if hs != self._last_hs:
             rd.hard_state = hs
             self._last_hs = hs
@@ -363,6 +378,7 @@ class Raft:
         if self._unstable_from is not None:
             rd.entries = self.log.slice(self._unstable_from, self.log.last_index())
             self._unstable_from = None
+        self._handed = self.log.last_index()
         if self.commit > self.applied:
             rd.committed = self.log.slice(self.applied + 1, self.commit)
             self.applied = self.commit
@@ -564,7 +580,8 @@ class Raft:
             self._unstable_from = None
             self.commit = s.index
             self.applied = s.index
-        self._send(MsgType.APP_RESP, m.src, index=self.log.last_index())
+        # Only what the snapshot proves matches: entries of ours past it may conflict.
+        self._send(MsgType.APP_RESP, m.src, index=self.commit)
 
     def _find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
         """The largest index <= ``index`` whose term is <= ``term`` (with its term):
@@ -651,7 +668,8 @@ class Raft:
             pass
 
     def _maybe_commit(self) -> bool:
-        matches = [self.log.last_index()] + [pr.match for pr in self.progress.values()]
+        own = min(self.log.last_index(), self._stable)  # only what is on our disk counts
+        matches = [own] + [pr.match for pr in self.progress.values()]
         idx = quorum_index(matches)
         if idx <= self.commit:
             return False
@@ -701,8 +719,6 @@ class Raft:
             # BUG early-ack: the leader treats its own copy as enough and commits (and so
             # acknowledges) at once, before any follower has the entry.
             self._commit_to(self.log.last_index())
-        elif len(self.peers) == 1:
-            self._maybe_commit()
         return self.log.last_index()
 
     # ------------------------------------------------------------------ reads

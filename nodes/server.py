@@ -180,9 +180,11 @@ class Node:
     async def _loop(self) -> None:
         tick = self.opts.tick_ms / 1000
         next_tick = trio.current_time() + tick
+        again = False
         while True:
-            with trio.move_on_at(next_tick):
-                await self._kick_recv.receive()
+            if not again:
+                with trio.move_on_at(next_tick):
+                    await self._kick_recv.receive()
             now = trio.current_time()
             if now >= next_tick:
                 self.raft.tick()
@@ -192,13 +194,23 @@ class Node:
             self._start_reads()
             rd = self.raft.ready()
             self._note_role(rd)
+            # A leader counts its own new entries only in the ready() after they are on
+            # disk: look again at once rather than after the next kick or tick.
+            again = bool(rd.entries) and rd.role is Role.LEADER
             if rd.empty():
                 continue
-            await self._persist(rd)
-            for m in rd.messages:
-                self.senders[m.dst].send_nowait(m)
+            if rd.early_send:
+                self._send(rd)
+                await self._persist(rd)
+            else:
+                await self._persist(rd)
+                self._send(rd)
             self._apply(rd)
             await self._maybe_snapshot()
+
+    def _send(self, rd: Ready) -> None:
+        for m in rd.messages:
+            self.senders[m.dst].send_nowait(m)
 
     async def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -207,16 +219,25 @@ class Node:
             await trio.to_thread.run_sync(lambda: self.wal.save_snapshot(snap, hs, []))
             self._durable_hs = hs
             self.log("snapshot-installed", index=snap.index, term=snap.term)
-        if rd.hard_state is not None or rd.entries:
-            self.wal.save(rd.hard_state, rd.entries)
-            if rd.hard_state is not None:
-                self._durable_hs = rd.hard_state
-            if self.opts.fsync:
-                await trio.to_thread.run_sync(self.wal.sync)
-            else:
-                self.wal.sync()
-            self.stats["fsyncs"] += 1
-            self.stats["entries_persisted"] += len(rd.entries)
+        if rd.hard_state is None and not rd.entries:
+            return
+        new_hs = rd.hard_state
+        # Only entries, the term and the vote are promises that must be on disk before
+        # anyone hears of them; a commit index that moved alone may ride on a later sync
+        # (after a crash it is learnt again from the leader).
+        must_sync = bool(rd.entries) or (new_hs is not None and (new_hs.term, new_hs.vote) != (
+            self._durable_hs.term, self._durable_hs.vote))
+        self.wal.save(new_hs, rd.entries)
+        if new_hs is not None:
+            self._durable_hs = new_hs
+        if not must_sync:
+            return
+        if self.opts.fsync:
+            await trio.to_thread.run_sync(self.wal.sync)
+        else:
+            self.wal.sync()
+        self.stats["fsyncs"] += 1
+        self.stats["entries_persisted"] += len(rd.entries)
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -336,8 +357,8 @@ class Node:
                         del buf[: nl + 1]
                         if line.strip():
                             nursery.start_soon(self._handle_line, line, respond)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the client went away (a reset, a timeout): its answers have nowhere to go
 
     async def _handle_line(self, line: bytes,
                            respond: Callable[[dict[str, Any]], Awaitable[None]]) -> None:

@@ -76,7 +76,7 @@ def _find(path: str, folder: str) -> Path:
 
 def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     from lab.run import RunOptions, run_experiment
-    from lab.scenario import ScenarioError, load_faults, load_workload
+    from lab.scenario import ScenarioError, check_members, load_faults, load_workload
 
     if a.nodes < 1 or a.nodes > 9:
         print("raftlab: --nodes must be from 1 to 9", file=sys.stderr)
@@ -87,10 +87,12 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     try:
         workload = load_workload(_find(a.workload, "workloads"))
         faults = load_faults(_find(a.faults, "faults"), a.time_limit)
+        check_members(faults, a.nodes)
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return 2
-    limit = a.time_limit if a.time_limit is not None else (faults.time_limit or 60.0)
+    limit = a.time_limit if a.time_limit is not None else (
+        faults.time_limit if faults.time_limit is not None else 60.0)
     opts = RunOptions(nodes=a.nodes, time_limit=limit, seed=a.seed, concurrency=a.concurrency,
                       rate=a.rate, bugs=tuple(a.bug), toxiproxy=a.toxiproxy, out=a.out,
                       system=a.system, command=["raftlab", *argv])
@@ -183,3 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 return trio.run(demo, a.nodes, Path(tmp))
         return trio.run(demo, a.nodes, a.dir)
     return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,7 +33,8 @@ class History:
         self._f: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
         self._t0 = time.monotonic_ns()
         self.index = 0
-        self.counts = {t: 0 for t in EVENT_TYPES}
+        self.counts = {t: 0 for t in EVENT_TYPES}  # client events only
+        self.nemesis_events = 0
         self.open_ops: dict[Any, dict[str, Any]] = {}  # process -> its invoke event
         self._dirty = False
 
@@ -56,7 +57,10 @@ class History:
                               "type": type, "f": f, "key": key, "value": value}
         ev.update({k: v for k, v in extra.items() if v is not None})
         self.index += 1
-        self.counts[type] += 1
+        if process == "nemesis":
+            self.nemesis_events += 1
+        else:
+            self.counts[type] += 1
         if process != "nemesis" and type == "invoke":
             self.open_ops[process] = ev
         self._f.write(json.dumps(ev, separators=(",", ":"), default=str) + "\n")

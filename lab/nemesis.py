@@ -23,7 +23,7 @@ import trio
 from lab import topology
 from lab.history import History
 from lab.network import Fault, Network
-from lab.scenario import PROCESS_ACTIONS, FaultScenario, Step
+from lab.scenario import PROCESS_ACTIONS, UNTARGETED, FaultScenario, Step
 
 
 class Cluster(Protocol):
@@ -122,6 +122,8 @@ class Nemesis:
                 picked = [leader] if leader else []
             elif t == "followers":
                 picked = [n for n in self.nodes if n != leader]
+            elif t == "follower":
+                picked = [self.rng.choice([n for n in live if n != leader] or self.nodes)]
             elif t == "random":
                 picked = [self.rng.choice(live or self.nodes)]
             elif t in ("minority", "majority"):
@@ -147,7 +149,10 @@ class Nemesis:
             await self.heal_everything(network_only=True)
             self._record("heal", "start", [], {})
             return None
-        nodes = self.resolve(target, "leader" if action.startswith("leader-") else "random")
+        if action in UNTARGETED:
+            nodes = []  # the shape is the action's own; it says which nodes it cut off
+        else:
+            nodes = self.resolve(target, "leader" if action.startswith("leader-") else "random")
         info: dict[str, Any] = {"params": params} if params else {}
         if step_line is not None:
             info["step_line"] = step_line
@@ -262,6 +267,7 @@ class Nemesis:
             if not sites or params["site"] >= len(sites):
                 return None
             site = sites[params["site"]]
+            nodes[:] = site
             return await net.partition(topology.components(
                 [site, [n for n in everyone if n not in site]]))
         touching = topology.components([nodes, [n for n in everyone if n not in nodes]]) \

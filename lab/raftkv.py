@@ -294,7 +294,10 @@ class RaftkvClient:
         if model == "bank":
             return await self._bank(f, value)
         c = await self.request({"op": "txn", "value": value}, idempotent=False)
-        if c.type != "ok" and not any(m[0] != "r" for m in value):
+        if c.type == "ok":
+            # A key never appended to reads as the empty list (Elle's convention).
+            c.value = [[f, k, [] if f == "r" and v is None else v] for f, k, v in c.value]
+        elif not any(m[0] != "r" for m in value):
             c.type = "fail" if c.type == "info" else c.type  # a read-only txn changes nothing
         return c
 

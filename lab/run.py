@@ -177,6 +177,10 @@ class Experiment:
                                               self.dir / "schedule.jsonl", self.rng,
                                               lambda: observer.leader)
                             await self._experiment(cluster, net, observer, nemesis)
+                        except Exception as e:  # any failure of ours ends the run here
+                            self.exit_reason = f"harness error: {_describe(e)}"
+                            log.exception("the run failed")
+                            print(f"\nraftlab: {self.exit_reason}", file=sys.stderr)
                         finally:
                             with trio.CancelScope(shield=True):
                                 self.phase = "stopping"
@@ -353,6 +357,7 @@ class Experiment:
             "partial": self.exit_reason != "completed",
             "events": h.index,
             "counts": dict(h.counts),
+            "nemesis_events": h.nemesis_events,
             "leaders": [{"term": t, "leader": n} for t, n in observer.leaders_seen],
             "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
             "leftovers": leftovers,
@@ -360,6 +365,12 @@ class Experiment:
         }
         (self.dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
         return results
+
+
+def _describe(e: BaseException) -> str:
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}"
 
 
 def _plain(v: Any) -> Any:

@@ -65,7 +65,10 @@ NETWORK_ACTIONS = (
     "cut-client",  # clients cannot reach the target
 )
 ACTIONS = (*PROCESS_ACTIONS, *NETWORK_ACTIONS, "heal")
-TARGETS = ("leader", "followers", "random", "minority", "majority", "all", "none")
+TARGETS = ("leader", "follower", "followers", "random", "minority", "majority", "all", "none")
+#: Actions whose shape is fixed by the action itself: they take no target.
+UNTARGETED = ("partition-halves", "partition-random-halves", "majority-ring", "bridge",
+              "datacenters", "isolate-site", "heal")
 _NODE_ID = re.compile(r"^n[1-9][0-9]?$")
 
 # Parameters an action may carry, besides at/action/target/for, with their kinds.
@@ -175,7 +178,10 @@ class _Doc:
                                   f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
         if node.tag == "tag:yaml.org,2002:str":
             return node.value
-        return yaml.SafeLoader("").construct_object(node, deep=True)
+        try:
+            return yaml.SafeLoader("").construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError):
+            raise self.fail(node, f"{what}: cannot read {node.value!r} as {node.tag}") from None
 
     def string(self, node: yaml.Node, what: str) -> str:
         v = self.scalar(node, what)
@@ -425,6 +431,8 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     m = doc.mapping(root, "a fault scenario")
     doc.check_keys(m, _FAULT_KEYS, ("name", "description"), "a fault scenario", root)
     own_limit = doc.duration(m["time_limit"][1], "time_limit") if "time_limit" in m else None
+    if own_limit is not None and own_limit <= 0:
+        raise doc.fail(m["time_limit"][1], "time_limit must be more than zero")
     limit = time_limit if time_limit is not None else own_limit
     steps: list[Step] = []
     if "schedule" in m:
@@ -442,6 +450,8 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
             if limit is not None and end > limit:
                 raise doc.fail(sm["at"][1], f"step ends at {end:g}s, past the time limit of "
                                             f"{limit:g}s")
+            if "target" in sm and action in UNTARGETED:
+                raise doc.fail(sm["target"][0], f"action '{action}' takes no target")
             target = _target(doc, sm["target"][1], "target") if "target" in sm else ()
             steps.append(Step(item.start_mark.line + 1, at, action, target, dur,
                               _params(doc, action, sm)))
@@ -479,6 +489,31 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
                          doc.string(m["description"][1], "description"), own_limit,
                          tuple(steps), rnd)
+
+
+def check_members(f: FaultScenario, nodes: int) -> None:
+    """Every node id a scenario names must exist in a cluster of ``nodes`` members."""
+    members = {f"n{k}" for k in range(1, nodes + 1)}
+
+    def check(ids: Any, line: int, what: str) -> None:
+        for x in ids:
+            if isinstance(x, str) and _NODE_ID.match(x) and x not in members:
+                raise ScenarioError(f.path, line, f"{what} names {x}, but the cluster has only "
+                                                  f"{nodes} members (n1..n{nodes})")
+
+    for step in f.schedule:
+        check(step.target, step.line, "target")
+        check(step.params.get("to", ()), step.line, "cut.to")
+        for site in step.params.get("sites", []):
+            check(site, step.line, "a site")
+        if step.action == "isolate-site":
+            n_sites = next((len(s.params["sites"]) for s in f.schedule
+                            if s.action == "datacenters"), 0)
+            if step.params["site"] >= n_sites:
+                raise ScenarioError(f.path, step.line, f"isolate-site: site {step.params['site']}"
+                                    f" does not exist (a datacenters step defines {n_sites})")
+    if f.random is not None:
+        check(f.random.targets, f.random.line, "random.targets")
 
 
 def iter_builtin(folder: Path) -> Iterator[Path]:

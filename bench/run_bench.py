@@ -1,0 +1,99 @@
+"""How much the lab itself costs: ``raftlab run`` against raftkv's own benchmark.
+
+Usage::
+
+    .venv/bin/python bench/run_bench.py [--time-limit 60] [--clients 32] [--nodes 3]
+
+Method, in one run on this machine:
+
+1. raftkv's own benchmark (``bench/raftkv_bench.py``, a separate selectors-based load
+   process, no proxies, closed loop): writes/s at ``--clients`` clients on 3 members.
+2. ``raftlab run bench/write-only.yaml faults/none.yaml`` with the same concurrency and no
+   rate limit: every operation goes through the lab's trio client, its client proxy and
+   the history file. Figures: operations completed *and recorded* per second over the
+   time limit, the controller's CPU share (its own process, children excluded, as % of one
+   core over its lifetime), and the wall time from start to exit (the run ends with
+   settling, final phase and teardown; checking and reporting are timed separately when
+   the run prints them).
+
+The ratio lab/raftkv is the figure of merit (target >= 0.8); the wall-time target is
+<= time limit + 5 s before checking and reporting. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def raftkv_own(clients: int, duration: float, tmp: Path) -> float:
+    out = tmp / "raftkv.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "raftkv_bench.py"), "--duration",
+                    str(duration), "--clients", str(clients), "--no-etcd",
+                    "--failover-runs", "0", "--json", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    cells = json.loads(out.read_text())["results"]
+    return float(next(c["ops_per_s"] for c in cells
+                      if c["system"] == "raftkv" and c["op"] == "write"))
+
+
+def lab_run(clients: int, nodes: int, limit: float, tmp: Path) -> dict[str, float]:
+    argv = [sys.executable, "-m", "lab.cli", "run", str(ROOT / "bench" / "write-only.yaml"),
+            str(ROOT / "faults" / "none.yaml"), "--nodes", str(nodes), "--concurrency",
+            str(clients), "--rate", "0", "--time-limit", str(limit), "--out", str(tmp)]
+    t0 = time.monotonic()
+    proc = psutil.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cpu = 0.0
+    while proc.poll() is None:
+        try:
+            t = proc.cpu_times()
+            cpu = t.user + t.system
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    wall = time.monotonic() - t0
+    out = proc.stdout.read() if proc.stdout else ""
+    results = next(tmp.glob("*/*/results.json"))
+    r = json.loads(results.read_text())
+    completed = r["counts"]["ok"] + r["counts"]["fail"] + r["counts"]["info"]
+    return {"ops_per_s": completed / limit, "ok": r["counts"]["ok"],
+            "info": r["counts"]["info"], "fail": r["counts"]["fail"], "wall_s": wall,
+            "controller_cpu_pct": 100 * cpu / wall, "exit": proc.returncode or 0,
+            "tail": out.strip().splitlines()[-1] if out.strip() else ""}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--time-limit", type=float, default=60.0)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--own-duration", type=float, default=10.0)
+    a = p.parse_args()
+    print(f"run_bench: {a.clients} clients, {a.nodes} nodes, lab time limit {a.time_limit:g} s,"
+          f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="raftlab-runbench-") as d:
+        tmp = Path(d)
+        own = raftkv_own(a.clients, a.own_duration, tmp)
+        lab = lab_run(a.clients, a.nodes, a.time_limit, tmp / "runs")
+    print(f"raftkv's own benchmark, writes, {a.clients} clients: {own:8.0f} ops/s")
+    print(f"raftlab run, writes recorded, {a.clients} clients:    {lab['ops_per_s']:8.0f} ops/s "
+          f"(ok {lab['ok']:.0f}, fail {lab['fail']:.0f}, info {lab['info']:.0f})")
+    print(f"ratio lab/raftkv: {lab['ops_per_s'] / own:.2f}   (target >= 0.8)")
+    print(f"controller CPU: {lab['controller_cpu_pct']:.0f} % of one core over its lifetime")
+    print(f"wall time of a {a.time_limit:g} s run, start to exit: {lab['wall_s']:.1f} s "
+          f"(target <= {a.time_limit + 5:g} s); exit code {lab['exit']:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

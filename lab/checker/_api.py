@@ -16,7 +16,7 @@ from typing import Any
 from lab.checker._bank import check_bank
 from lab.checker._counter import check_counter
 from lab.checker._elle import check_list_append
-from lab.checker._events import History, history_from_events
+from lab.checker._events import DecodedHistory, history_from_events
 from lab.checker._register import check_register
 from lab.checker._result import CheckResult
 from lab.checker._set import check_set
@@ -30,11 +30,11 @@ class UnknownModelError(ValueError):
     """The model name is not one of :data:`MODELS`."""
 
 
-def check_history(events: Iterable[Any] | History, model: str, *, initial: Any = None,
+def check_history(events: Iterable[Any] | DecodedHistory, model: str, *, initial: Any = None,
                   time_limit: float | None = None,
                   options: dict[str, Any] | None = None) -> CheckResult:
     """Check a history (decoded events, e.g. from ``lab.history.read_history``, or a
-    :class:`History`) against ``model``.
+    :class:`DecodedHistory`) against ``model``.
 
     ``initial`` is the model's starting value; ``None`` means the model's default
     (register: empty, i.e. null; kv-put-append: ``""``; counter: 0; bank: no default,
@@ -51,7 +51,7 @@ def check_history(events: Iterable[Any] | History, model: str, *, initial: Any =
         raise UnknownModelError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
     opts = dict(options or {})
     t0 = time.perf_counter()
-    hist = events if isinstance(events, History) else history_from_events(events)
+    hist = events if isinstance(events, DecodedHistory) else history_from_events(events)
     if model in ("cas-register", "register", "kv-put-append"):
         res = check_register(hist, model, initial, time_limit, opts)
     elif model == "counter":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.checker._events import History, HistoryError
+from lab.checker._events import DecodedHistory, HistoryError
 from lab.checker._result import CheckResult, anomaly, fmt, op_span
 
 _OPTION_KEYS = {"total", "accounts", "negative_ok"}
@@ -46,7 +46,7 @@ def bank_config(initial: Any, options: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def check_bank(hist: History, initial: Any, options: dict[str, Any]) -> CheckResult:
+def check_bank(hist: DecodedHistory, initial: Any, options: dict[str, Any]) -> CheckResult:
     try:
         cfg = bank_config(initial, options)
     except ValueError as e:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.checker._events import History, HistoryError, Op
+from lab.checker._events import DecodedHistory, HistoryError, Op
 from lab.checker._result import CheckResult, anomaly, fmt, op_span
 
 
@@ -25,7 +25,7 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def check_counter(hist: History, initial: Any, options: dict[str, Any]) -> CheckResult:
+def check_counter(hist: DecodedHistory, initial: Any, options: dict[str, Any]) -> CheckResult:
     init = 0 if initial is None else initial
     if not _number(init):
         raise HistoryError(hist.source, None, f"counter needs a numeric initial value, "

@@ -36,7 +36,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.checker._events import History, HistoryError, Op, value_key
+from lab.checker._events import DecodedHistory, HistoryError, Op, value_key
 from lab.checker._result import CheckResult, anomaly, fmt, op_span
 
 WW, WR, RW, PROC, RT = 1, 2, 4, 8, 16
@@ -88,7 +88,7 @@ def _valid_mop(m: Any) -> bool:
     return not isinstance(m[2], (list, dict))
 
 
-def _decode(hist: History) -> list[_Txn]:
+def _decode(hist: DecodedHistory) -> list[_Txn]:
     txns = []
     for op in hist.ops:
         if op.f != "txn":
@@ -190,8 +190,10 @@ def _path(g: _Graph, src: int, dst: int, mask: int, within: set[int]) -> list[tu
 
 
 class _Checker:
-    def __init__(self, hist: History, options: dict[str, Any]) -> None:
-        self.hist = hist
+    """One list-append check: decode, index appends and reads, build the graph, find and
+    explain anomalies (see the module docstring)."""
+
+    def __init__(self, hist: DecodedHistory, options: dict[str, Any]) -> None:
         self.options = options
         self.txns = _decode(hist)
         self.anomalies: list[dict[str, Any]] = []
@@ -431,10 +433,13 @@ class _Checker:
         if self.options.get("realtime", True):
             levels.append((DEP | PROC | RT, RT, "-realtime"))
         reported: set[str] = set()
+        dep_sccs: set[frozenset[int]] = set()  # components with a pure dependency cycle
         for mask, through, suffix in levels:
             per_type: dict[str, int] = {}
             for comp in _tarjan(n, g.succ, mask):
                 within = set(comp)
+                if suffix and frozenset(within) in dep_sccs:
+                    continue  # already explained without process/real-time order
                 cyc = self._cycle_in(g, comp, within, mask, through)
                 if cyc is None:
                     continue
@@ -442,6 +447,8 @@ class _Checker:
                 sig = typ + repr(sorted(a for a, _, _ in cyc))
                 if sig in reported or per_type.get(typ, 0) >= max_cycles:
                     continue
+                if not suffix:
+                    dep_sccs.add(frozenset(within))
                 reported.add(sig)
                 per_type[typ] = per_type.get(typ, 0) + 1
                 found += 1
@@ -533,5 +540,5 @@ class _Checker:
 
 
 
-def check_list_append(hist: History, options: dict[str, Any]) -> CheckResult:
+def check_list_append(hist: DecodedHistory, options: dict[str, Any]) -> CheckResult:
     return _Checker(hist, options).run()

@@ -78,7 +78,7 @@ class Op:
 
 
 @dataclass(slots=True)
-class History:
+class DecodedHistory:
     """A decoded history: the client operations in invoke order, plus counts."""
 
     source: str
@@ -110,8 +110,8 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float))
 
 
-def parse_events(items: Iterable[tuple[int, Any]], source: str = "<events>") -> History:
-    """Decode ``(line number, event)`` pairs into a :class:`History`.
+def parse_events(items: Iterable[tuple[int, Any]], source: str = "<events>") -> DecodedHistory:
+    """Decode ``(line number, event)`` pairs into a :class:`DecodedHistory`.
 
     Raises :class:`HistoryError` naming the line of the first event that breaks the
     format or the invoke/completion pairing.
@@ -185,7 +185,7 @@ def parse_events(items: Iterable[tuple[int, Any]], source: str = "<events>") -> 
                 op.value = value
             elif typ == "fail":
                 op.complete_pos = pos
-    return History(source, ops, n_events, nemesis, len(processes))
+    return DecodedHistory(source, ops, n_events, nemesis, len(processes))
 
 
 def iter_json_lines(path: Path, warnings: list[str] | None = None
@@ -217,7 +217,7 @@ def iter_json_lines(path: Path, warnings: list[str] | None = None
             raise HistoryError(source, k, f"not valid JSON ({msg})") from None
 
 
-def load_history(path: Path) -> History:
+def load_history(path: Path) -> DecodedHistory:
     """Read and decode a history file (see :func:`iter_json_lines`)."""
     warnings: list[str] = []
     hist = parse_events(iter_json_lines(path, warnings), str(path))
@@ -225,6 +225,6 @@ def load_history(path: Path) -> History:
     return hist
 
 
-def history_from_events(events: Iterable[Any], source: str = "<events>") -> History:
+def history_from_events(events: Iterable[Any], source: str = "<events>") -> DecodedHistory:
     """Decode in-memory events; the 'line' of an error is the event's position from 1."""
     return parse_events(enumerate(events, start=1), source)

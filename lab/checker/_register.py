@@ -2,20 +2,23 @@
 ``kv-put-append``.
 
 Each key is an independent register (P-compositionality: a history is linearizable iff
-each key's sub-history is), so keys are searched separately, round-robin in time slices
-(:func:`lab.checker._wgl.run_round_robin`), and a time limit leaves undecided keys
-``unknown``. Before the search, two sound simplifications:
+each key's sub-history is), so keys are searched separately (:mod:`lab.checker._wgl`),
+round-robin in time slices, and a time limit or the memo bound (option ``max_memo``)
+leaves undecided keys ``unknown``. Before the search, sound shortcuts for registers:
 
-* *Quick checks.* An ``ok`` read (or ``ok`` cas) that needs a value no write or cas ever
-  produced, or whose only producers were invoked after it completed, cannot be
-  linearized: it is reported at once, with that reason.
+* *Quick checks* (:func:`_quick_check`, O(n log n)). An ``ok`` read or cas that needs a
+  value nothing ever set (``never-written``), that only ops invoked after it completed
+  set (``future-read``), or whose every possible source was certainly overwritten
+  before it began (``stale-read``) cannot be linearized: it is reported at once, with
+  the writes involved.
 * *Useless unknown ops.* An ``info``/pending write or cas whose result value no
   operation ever needs (no read returns it, no cas expects it) can always be left out:
   the operation after it in any linearization overwrites it. Dropping such ops, to a
   fixpoint, shrinks the search without changing the verdict; so does dropping unknown
   cas ops that would not change the value (``[v, v]``).
 
-``fail`` operations and unknown-outcome reads are dropped (they had no effect).
+``fail`` operations and unknown-outcome reads are dropped (they had no effect). In
+kv-put-append a read of ``null`` (a missing key) reads as the empty string.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.checker._events import History, HistoryError, Op, value_key
+from lab.checker._events import DecodedHistory, HistoryError, Op, value_key
 from lab.checker._result import CheckResult, anomaly, fmt, op_span
 from lab.checker._wgl import Search, run_round_robin
 
@@ -36,6 +39,7 @@ READ, WRITE, CAS, APPEND = 0, 1, 2, 3
 _REGISTER_FS = {"read": READ, "write": WRITE, "cas": CAS}
 _KV_FS = {"read": READ, "get": READ, "write": WRITE, "put": WRITE, "append": APPEND}
 MAX_PREFIX_SHOWN = 8
+INF = 1 << 62
 DEFAULT_MAX_MEMO = 6_000_000  # memo entries over the keys still running: ~110 bytes each
 
 
@@ -87,7 +91,7 @@ def _describe(op: Op, kind: int) -> str:
     return f"{what} [{op_span(op)}]"
 
 
-def _decode(hist: History, model: str, source: str) -> dict[Any, list[tuple[Op, int]]]:
+def _decode(hist: DecodedHistory, model: str, source: str) -> dict[Any, list[tuple[Op, int]]]:
     """Group the effective ops by key with their kind; validate value shapes."""
     fs = _KV_FS if model == "kv-put-append" else _REGISTER_FS
     by_key: dict[Any, list[tuple[Op, int]]] = defaultdict(list)
@@ -96,26 +100,27 @@ def _decode(hist: History, model: str, source: str) -> dict[Any, list[tuple[Op, 
         if kind is None:
             raise HistoryError(source, op.line, f"f {op.f!r} is not an operation of {model} "
                                                 f"(expected one of {', '.join(sorted(fs))})")
+        if kind != READ and op.value is None:
+            op.value = op.invoke_value  # a completion need not repeat what was written
+        line = op.line if op.value is op.invoke_value else op.complete_line
         if kind == CAS:
             v = op.value
             if not isinstance(v, list) or len(v) != 2:
-                raise HistoryError(source, op.line, f"cas value must be [expected, new], "
-                                                    f"got {fmt(v)}")
+                raise HistoryError(source, line, f"cas value must be [expected, new], "
+                                                 f"got {fmt(v)}")
         if model == "kv-put-append" and kind in (WRITE, APPEND) and not isinstance(op.value, str):
-            raise HistoryError(source, op.line, f"{op.f} value must be a string, "
-                                                f"got {fmt(op.value)}")
+            raise HistoryError(source, line, f"{op.f} value must be a string, "
+                                             f"got {fmt(op.value)}")
         if model == "kv-put-append" and kind == READ and op.type == "ok":
             if op.value is None:
                 op.value = ""  # a missing key reads as the empty string
             elif not isinstance(op.value, str):
-                raise HistoryError(source, op.line, f"read must return a string, "
-                                                    f"got {fmt(op.value)}")
+                raise HistoryError(source, line, f"read must return a string, "
+                                                 f"got {fmt(op.value)}")
         if op.type == "fail" or (kind == READ and op.type != "ok"):
             continue
         by_key[op.key].append((op, kind))
     return by_key
-
-INF = 1 << 62
 
 
 def _needs(op: Op, kind: int) -> Any:
@@ -207,16 +212,16 @@ def _quick_check(key: Any, items: list[tuple[Op, int]], vals: _Values,
             for _, comp, _, sop in srcs_v[-MAX_PREFIX_SHOWN:]:
                 kop = killers[killer(comp, nv)[1]][3]
                 assert kop is not None
-                src = "the initial value" if sop is None else _describe(sop, kind_of(sop))
-                lines.append(f"  {src} was followed by {_describe(kop, kind_of(kop))}, which "
-                             "completed before the read was invoked;")
+                src = "the initial value" if sop is None else _describe(sop, _kind_of(sop))
+                lines.append(f"  {src} was followed by {_describe(kop, _kind_of(kop))}, which "
+                             "completed before it was invoked;")
                 involved += [o for o in (sop, kop) if o is not None]
             why = "\n".join(lines)
         return anomaly("nonlinearizable", involved, f"{where} {why}", key=key, cause=cause)
     return None
 
 
-def kind_of(op: Op) -> int:
+def _kind_of(op: Op) -> int:
     return _REGISTER_FS[op.f]
 
 
@@ -300,7 +305,9 @@ def _kv_plan(key: Any, items: list[tuple[Op, int]], initial: str) -> _KeyPlan:
             trans[k] = r
         return r
 
-    classes = [i for i in range(n)]  # kv histories are all ok; no equal-effect grouping
+    class_ids: dict[tuple[int, str], int] = {}
+    classes = [class_ids.setdefault((k, v), len(class_ids)) for k, v in zip(kinds, vals,
+                                                                            strict=True)]
     search = Search([op.invoke_pos for op, _ in items], [op.complete_pos for op, _ in items],
                     classes, 0, step=step, blind=[k == WRITE for k in kinds],
                     pure=[intern(v) if k == READ else -1 for k, v in zip(kinds, vals, strict=True)])
@@ -349,7 +356,7 @@ def _explain_failure(plan: _KeyPlan) -> dict[str, Any]:
                    blocked=blocked.invoke_index, state=plan.describe_state(fail.state))
 
 
-def check_register(hist: History, model: str, initial: Any, time_limit: float | None,
+def check_register(hist: DecodedHistory, model: str, initial: Any, time_limit: float | None,
                    options: dict[str, Any]) -> CheckResult:
     """Check ``cas-register``/``register``/``kv-put-append`` histories key by key."""
     by_key = _decode(hist, model, hist.source)

@@ -26,7 +26,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.checker._events import History, HistoryError, Op, value_key
+from lab.checker._events import DecodedHistory, HistoryError, Op, value_key
 from lab.checker._result import CheckResult, anomaly, fmt, op_span
 
 INF = float("inf")
@@ -55,7 +55,7 @@ def _pctl(xs: list[int], q: float) -> int:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def check_set(hist: History, options: dict[str, Any]) -> CheckResult:
+def check_set(hist: DecodedHistory, options: dict[str, Any]) -> CheckResult:
     elems: dict[Hashable, _Elem] = {}
     reads: list[tuple[Op, set[Hashable]]] = []
     for op in hist.ops:

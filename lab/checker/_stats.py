@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from lab.checker._events import History
+from lab.checker._events import DecodedHistory
 
 DEFAULT_MIN_OK = 1
 
 
-def history_stats(hist: History) -> dict[str, Any]:
+def history_stats(hist: DecodedHistory) -> dict[str, Any]:
     """Counts by completion type and by function, plus the history's size."""
     by_type: Counter[str] = Counter()
     by_f: dict[str, Counter[str]] = {}

@@ -105,7 +105,7 @@ class Search:
         self.result: bool | None = None
         self.failure: Failure | None = None
         self.steps = 0
-        self.memo = 0  # memo entries: the search's memory, roughly 70 bytes each
+        self.memo = 0  # memo entries, the bulk of the memory: ~110 bytes each
         head, tail = 2 * n, 2 * n + 1
         self.head = head
         self.forced = 2 * n + 2

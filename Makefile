@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/raftlab demo
+	$(BIN)/raftlab run
 
 test: $(STAMP)
 	$(BIN)/ruff check lab nodes tests bench

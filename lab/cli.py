@@ -103,16 +103,40 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
           f"fail {counts.get('fail', 0)}, info {counts.get('info', 0)}); "
           f"proxy: {results.get('proxy')}; nothing left behind: "
           f"{results.get('nothing_left_behind')}")
-    print(f"run directory: {run_dir}")
     if results.get("exit_reason") != "completed":
-        print(f"verdict: unknown ({results.get('exit_reason')})")
-        return 3
-    verdict = results.get("verdict")
-    if verdict is None:
-        print("verdict: unknown (no checker has looked at this history yet)")
-        return 3
-    print(f"verdict: {verdict}")
-    return {"valid": 0, "invalid": 1}.get(str(verdict), 3)
+        print(f"run ended early: {results.get('exit_reason')}")
+    return _check_and_say(run_dir)
+
+
+def _check_and_say(run_dir: Path) -> int:
+    from lab.run import check_run
+
+    print("checking the history ...", flush=True)
+    results = check_run(run_dir)
+    checker = results.get("checker", {})
+    for anomaly in checker.get("anomalies", [])[:5]:
+        text = str(anomaly.get("explanation", anomaly.get("type", ""))).strip()
+        print("  " + text.replace("\n", "\n  "))
+    print(f"run directory: {run_dir}")
+    verdict = str(results.get("verdict"))
+    print(f"verdict: {verdict} ({results.get('verdict_reason')})")
+    return {"valid": 0, "invalid": 1}.get(verdict, 3)
+
+
+def cmd_analyze(run_dir: Path) -> int:
+    if not (run_dir / "history.jsonl").exists() or not (run_dir / "scenario.yaml").exists():
+        print(f"raftlab: {run_dir}: not a run directory (needs history.jsonl and "
+              "scenario.yaml)", file=sys.stderr)
+        return 2
+    try:
+        return _check_and_say(run_dir)
+    except Exception as e:  # a history that does not decode is bad input
+        from lab.checker import HistoryError
+
+        if isinstance(e, HistoryError):
+            print(f"raftlab: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 def cmd_list() -> int:
@@ -141,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("toxiproxy", add_help=False,
                    help="run the built-in Toxiproxy-compatible server in the foreground "
                         "([--host 127.0.0.1] [--port 8474]; see 'raftlab toxiproxy -h')")
+    sub.add_parser("check", add_help=False,
+                   help="check history files against a model (see 'raftlab check -h')")
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["check"]:
+        from lab.checker.cli import main as check_main
+
+        return check_main(args[1:])
     if args[:1] == ["toxiproxy"]:
         # Its flags are toxiproxy-server's own (-host, -port, -config, ...): pass them on.
         from lab.toxiproxy.cli import main as toxiproxy_main
@@ -162,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="use this running Toxiproxy server")
     r.add_argument("--out", type=Path, default=ROOT / "reports",
                    help="where run directories go (default: reports/)")
+    an = sub.add_parser("analyze", help="re-check a stored run and update its results.json")
+    an.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list the built-in workloads and fault scenarios")
     sub.add_parser("schema", help="print a JSON Schema of workload and fault files")
     a = p.parse_args(args)
@@ -169,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(a, args)
     if a.cmd == "list":
         return cmd_list()
+    if a.cmd == "analyze":
+        return cmd_analyze(a.run_dir)
     if a.cmd == "schema":
         import json
 

@@ -386,3 +386,46 @@ async def run_experiment(workload: Workload, faults: FaultScenario, opts: RunOpt
     exp = Experiment(workload, faults, opts)
     print(f"run directory: {exp.dir}", flush=True)
     return exp.dir, await exp.run()
+
+
+# --------------------------------------------------------------------------- checking
+
+CHECK_TIME_LIMIT = 120.0
+
+
+def checker_options(scenario: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The checker model and options for a run, from its resolved ``scenario.yaml``."""
+    w = scenario["workload"]
+    model = w["model"]
+    options: dict[str, Any] = {}
+    if model == "bank":
+        accounts = [f"a{k}" for k in range(w["accounts"])]
+        options = {"total": w["total"], "accounts": accounts}
+    return model, options
+
+
+def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
+    """Check a run's history against its workload's model and record the outcome in
+    ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
+    from lab.checker import check_history
+    from lab.history import read_history
+
+    scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
+    results_path = run_dir / "results.json"
+    results: dict[str, Any] = (json.loads(results_path.read_text())
+                               if results_path.exists() else {"partial": True,
+                                                              "exit_reason": "no results.json"})
+    model, options = checker_options(scenario)
+    t0 = time.monotonic()
+    outcome = check_history(read_history(run_dir / "history.jsonl"), model,
+                            time_limit=time_limit, options=options)
+    results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
+    verdict = outcome.verdict
+    if results.get("partial") and verdict == "valid":
+        verdict = "unknown"  # a cut-short run proves nothing good, though it can prove bad
+        results["verdict_reason"] = f"the run ended early ({results.get('exit_reason')})"
+    else:
+        results["verdict_reason"] = outcome.reason
+    results["verdict"] = verdict
+    results_path.write_text(json.dumps(results, indent=2, default=str))
+    return results

@@ -374,6 +374,9 @@ def assert_completed(run: Run, *, workload: str, fault: str, nodes: int = 3,
     assert r["exit_reason"] == "completed", run.explain()
     assert r["partial"] is False
     assert run.proc.returncode == expected_exit(r), run.explain()
+    # Correct raftkv under any shipped fault: the lab must never cry wolf.
+    assert r["verdict"] in ("valid", "unknown"), (r.get("checker"), run.explain())
+    assert r["checker"]["model"], r["checker"]
     assert r["nothing_left_behind"] is True, r["leftovers"]
     assert r["leftovers"] == {"processes": [], "ports": []}
     assert r["proxy"] == expected_proxy()

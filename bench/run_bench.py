@@ -67,6 +67,7 @@ def lab_run(clients: int, nodes: int, limit: float, tmp: Path) -> dict[str, floa
     r = json.loads(results.read_text())
     completed = r["counts"]["ok"] + r["counts"]["fail"] + r["counts"]["info"]
     return {"ops_per_s": completed / limit, "ok": r["counts"]["ok"],
+            "check_s": float(r.get("checker", {}).get("seconds", 0.0)),
             "info": r["counts"]["info"], "fail": r["counts"]["fail"], "wall_s": wall,
             "controller_cpu_pct": 100 * cpu / wall, "exit": proc.returncode or 0,
             "tail": out.strip().splitlines()[-1] if out.strip() else ""}
@@ -90,8 +91,9 @@ def main() -> int:
           f"(ok {lab['ok']:.0f}, fail {lab['fail']:.0f}, info {lab['info']:.0f})")
     print(f"ratio lab/raftkv: {lab['ops_per_s'] / own:.2f}   (target >= 0.8)")
     print(f"controller CPU: {lab['controller_cpu_pct']:.0f} % of one core over its lifetime")
-    print(f"wall time of a {a.time_limit:g} s run, start to exit: {lab['wall_s']:.1f} s "
-          f"(target <= {a.time_limit + 5:g} s); exit code {lab['exit']:.0f}")
+    print(f"wall time of a {a.time_limit:g} s run, start to exit: {lab['wall_s']:.1f} s, of "
+          f"which checking {lab['check_s']:.1f} s: {lab['wall_s'] - lab['check_s']:.1f} s "
+          f"before checking (target <= {a.time_limit + 5:g} s); exit code {lab['exit']:.0f}")
     return 0
 
 

@@ -29,10 +29,10 @@ class Generator:
         self._fs = [f for f, weight in w.mix.items() if weight > 0]
         self._weights = [w.mix[f] for f in self._fs]
         self._unique = itertools.count(1)
+        self.keys = self._keys()
 
-    @property
-    def keys(self) -> list[str]:
-        if self.w.model in ("set",):
+    def _keys(self) -> list[str]:
+        if self.w.model == "set":
             return ["set"]
         if self.w.model == "counter":
             return ["counter"]

@@ -129,6 +129,7 @@ class Node:
         self._reads_by_index: list[tuple[int, list[_PendingRead]]] = []
         self._last_role: tuple[Role, int, str | None] = (Role.FOLLOWER, -1, None)
         self._incoming_kv: tuple[int, KVStore] | None = None
+        self._last_commit_log, self._last_commit_term, self._last_commit_index = 0.0, -1, 0
         self.stats = {"fsyncs": 0, "entries_persisted": 0, "applied": 0, "snapshots": 0}
 
     # ---------------------------------------------------------------- plumbing
@@ -251,8 +252,14 @@ class Node:
         for e in rd.committed:
             self._apply_entry(e)
         if rd.committed:
-            self.log("committed", index=rd.committed[-1].index, term=rd.committed[-1].term,
-                     n=len(rd.committed))
+            last = rd.committed[-1]
+            now = time.monotonic()
+            # One line a second at most: a line per batch costs real throughput.
+            if now - self._last_commit_log >= 1.0 or last.term != self._last_commit_term:
+                self.log("committed", index=last.index, term=last.term,
+                         n=last.index - self._last_commit_index)
+                self._last_commit_log, self._last_commit_term = now, last.term
+                self._last_commit_index = last.index
         for rs in rd.read_states:
             reads = self._reads_by_ctx.pop(rs.context, [])
             if reads:

@@ -164,28 +164,30 @@ class Experiment:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as guard:
                     guard.start_soon(self._watch_signals, signals, guard.cancel_scope)
-                    async with open_toxiproxy(self.opts.toxiproxy, self.dir) as (client, kind):
-                        self.proxy_kind = kind
-                        proxy_pid = getattr(client, "server_pid", None)
-                        log.info("proxy server: %s", kind)
-                        net = await Network.create(
-                            client, {m.id: (m.peer, m.client) for m in cluster.members.values()})
-                        proxy_ports = net.ports()
-                        cluster.dial = net.dial
-                        try:
-                            nemesis = Nemesis(self.f, cluster, net, self.history,
-                                              self.dir / "schedule.jsonl", self.rng,
-                                              lambda: observer.leader)
-                            await self._experiment(cluster, net, observer, nemesis)
-                        except Exception as e:  # any failure of ours ends the run here
-                            self.exit_reason = f"harness error: {_describe(e)}"
-                            log.exception("the run failed")
-                            print(f"\nraftlab: {self.exit_reason}", file=sys.stderr)
-                        finally:
-                            with trio.CancelScope(shield=True):
-                                self.phase = "stopping"
-                                await cluster.stop_all()
-                                await net.aclose()
+                    try:
+                        async with open_toxiproxy(self.opts.toxiproxy, self.dir) as (client,
+                                                                                     kind):
+                            self.proxy_kind = kind
+                            proxy_pid = getattr(client, "server_pid", None)
+                            log.info("proxy server: %s", kind)
+                            net = await Network.create(client, {
+                                m.id: (m.peer, m.client) for m in cluster.members.values()})
+                            proxy_ports = net.ports()
+                            cluster.dial = net.dial
+                            try:
+                                nemesis = Nemesis(self.f, cluster, net, self.history,
+                                                  self.dir / "schedule.jsonl", self.rng,
+                                                  lambda: observer.leader)
+                                await self._experiment(cluster, net, observer, nemesis)
+                            finally:
+                                with trio.CancelScope(shield=True):
+                                    self.phase = "stopping"
+                                    await cluster.stop_all()
+                                    await net.aclose()
+                    except Exception as e:  # any failure of ours (or the proxy's) ends the run
+                        self.exit_reason = f"harness error: {_describe(e)}"
+                        log.exception("the run failed")
+                        print(f"\nraftlab: {self.exit_reason}", file=sys.stderr)
                     guard.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):

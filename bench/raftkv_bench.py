@@ -56,6 +56,7 @@ the way out, whether the run ends normally, by an exception, Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import base64
 import contextlib
@@ -172,15 +173,15 @@ def http_post_json(addr: Address, path: str, obj: Any, timeout: float = 1.0) -> 
         return json.loads(body)
 
 
-class Proto:
+class Proto(abc.ABC):
     """How one client request is framed and one answer recognised."""
 
-    def request(self, op: str, key: str, seq: int) -> bytes:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def request(self, op: str, key: str, seq: int) -> bytes: ...
 
+    @abc.abstractmethod
     def parse(self, buf: bytearray) -> tuple[int, str | None] | None:
         """``(consumed, error)`` for a complete answer (error None = success), else None."""
-        raise NotImplementedError
 
 
 class RaftkvProto(Proto):

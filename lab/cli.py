@@ -12,6 +12,7 @@ import trio
 
 from lab import procs
 from lab.raftkv import RaftkvCluster
+from lab.systems import SYSTEMS
 
 
 def _say(text: str) -> None:
@@ -80,6 +81,10 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
 
     if a.nodes < 1 or a.nodes > 9:
         print("raftlab: --nodes must be from 1 to 9", file=sys.stderr)
+        return 2
+    if a.bug and a.system != "raftkv":
+        print(f"raftlab: --bug: seeded bugs exist only in raftkv, not {a.system}",
+              file=sys.stderr)
         return 2
     if a.time_limit is not None and a.time_limit <= 0:
         print("raftlab: --time-limit must be more than 0", file=sys.stderr)
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run one experiment (default: register + mixed, 5 nodes)")
     r.add_argument("workload", nargs="?", default="workloads/register.yaml")
     r.add_argument("faults", nargs="?", default="faults/mixed.yaml")
-    r.add_argument("--system", choices=["raftkv"], default="raftkv")
+    r.add_argument("--system", choices=list(SYSTEMS), default="raftkv")
     r.add_argument("--nodes", type=int, default=5)
     r.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="how long clients and nemesis run (default: the fault file's, or 60)")

@@ -29,7 +29,8 @@ from lab.scenario import PROCESS_ACTIONS, UNTARGETED, FaultScenario, Step
 class Cluster(Protocol):
     """What the nemesis needs from a system adapter."""
 
-    members: Any
+    @property
+    def members(self) -> Any: ...
 
     async def kill(self, mid: str) -> None: ...
     async def stop(self, mid: str, grace: float = ...) -> None: ...

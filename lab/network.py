@@ -46,7 +46,7 @@ the error is raised; nothing is recorded.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,18 +149,25 @@ class Network:
     @classmethod
     async def create(cls, client: ToxiproxyClient,
                      nodes: Mapping[str, tuple[AddressLike, AddressLike]],
-                     *, host: str = "127.0.0.1") -> Network:
+                     *, host: str = "127.0.0.1",
+                     listen: Callable[[str, str], Address | None] | None = None) -> Network:
         """Create (``/populate``) every proxy for ``nodes`` (id -> (peer address, client
-        address)), each listening on a free port of ``host``, and return the network.
+        address)), each listening on a free port of ``host`` -- or, for link i->j, where
+        ``listen(i, j)`` says if it says anything -- and return the network.
         Its :meth:`dial` / :meth:`dial_map` say where member i reaches member j."""
         ids = ordered(nodes)
         if len(ids) != len(nodes):
             raise ValueError(f"duplicate node ids in {list(nodes)}")
-        listen = f"{host}:0"
-        entries = [{"name": link_proxy_name(a, b), "listen": listen,
+        any_port = f"{host}:0"
+
+        def where(a: str, b: str) -> str:
+            fixed = listen(a, b) if listen is not None else None
+            return any_port if fixed is None else _addr(fixed)
+
+        entries = [{"name": link_proxy_name(a, b), "listen": where(a, b),
                     "upstream": _addr(nodes[b][0]), "enabled": True}
                    for a in ids for b in ids if a != b]
-        entries += [{"name": client_proxy_name(x), "listen": listen,
+        entries += [{"name": client_proxy_name(x), "listen": any_port,
                      "upstream": _addr(nodes[x][1]), "enabled": True} for x in ids]
         created = await client.populate(entries)
         return cls(client, ids, {p.name: p for p in created})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import trio
 
 from lab import procs
 from lab.client import ConnectionLost, connect
+from lab.systems import Completion
 
 Address = tuple[str, int]
 
@@ -55,6 +56,12 @@ class RaftkvCluster:
             d = self.base_dir / mid
             self.members[mid] = Member(mid, (self.host, ports[2 * k]),
                                        (self.host, ports[2 * k + 1]), d / "data", d / "node.log")
+
+    def version(self) -> str:
+        return "raftkv (this checkout)"
+
+    def proxy_listen(self, src: str, dst: str) -> Address | None:
+        return None  # raftkv is told every peer's address: any free port will do
 
     def argv(self, mid: str) -> list[str]:
         m = self.members[mid]
@@ -163,16 +170,6 @@ class RaftkvCluster:
 # --------------------------------------------------------------------------- client driver
 
 
-@dataclass
-class Completion:
-    """The outcome of one operation: ``type`` is ``ok``, ``fail`` or ``info``."""
-
-    type: str
-    value: Any = None
-    error: str | None = None
-    node: str | None = None
-
-
 class RaftkvClient:
     """Turns the lab's operations into raftkv requests, and answers into ok / fail / info.
 
@@ -259,6 +256,12 @@ class RaftkvClient:
             if answer.get("maybe"):
                 return Completion("info", error=error, node=node)
             return Completion("fail", answer.get("value"), error=error, node=node)
+
+    async def write_initial(self, values: Mapping[str, Any]) -> bool:
+        """Write ``values`` in one transaction (e.g. the bank's opening balances)."""
+        c = await self.request({"op": "txn", "value": [["w", k, v] for k, v in
+                                                      values.items()]}, idempotent=False)
+        return c.type == "ok"
 
     def _next(self, node: str) -> str:
         ids = sorted(self.addrs)

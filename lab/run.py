@@ -31,8 +31,8 @@ from lab import procs
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
-from lab.raftkv import RaftkvClient, RaftkvCluster
 from lab.scenario import FaultScenario, Workload
+from lab.systems import ClientFactory, SystemClient, SystemCluster, make_system
 from lab.toxiclient import open_toxiproxy
 from lab.workload import Generator
 
@@ -71,7 +71,7 @@ class Observer:
     """Polls every member's status a few times a second into ``cluster.jsonl`` and keeps
     the current leader for the nemesis and the progress line."""
 
-    def __init__(self, cluster: RaftkvCluster, path: Path, history: History) -> None:
+    def __init__(self, cluster: SystemCluster, path: Path, history: History) -> None:
         self.cluster = cluster
         self.history = history
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
@@ -154,7 +154,11 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(self.dir / "history.jsonl")
-        cluster = RaftkvCluster(self.dir / "nodes", size=self.opts.nodes, bugs=self.opts.bugs)
+        system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
+                             bugs=self.opts.bugs)
+        cluster = system.cluster
+        self.client_factory: ClientFactory = system.client
+        self.version = cluster.version()
         observer = Observer(cluster, self.dir / "cluster.jsonl", self.history)
         nemesis: Nemesis | None = None
         proxy_pid: int | None = None
@@ -171,7 +175,8 @@ class Experiment:
                             proxy_pid = getattr(client, "server_pid", None)
                             log.info("proxy server: %s", kind)
                             net = await Network.create(client, {
-                                m.id: (m.peer, m.client) for m in cluster.members.values()})
+                                m.id: (m.peer, m.client) for m in cluster.members.values()},
+                                listen=cluster.proxy_listen)
                             proxy_ports = net.ports()
                             cluster.dial = net.dial
                             try:
@@ -211,7 +216,7 @@ class Experiment:
             scope.cancel()
             return
 
-    async def _experiment(self, cluster: RaftkvCluster, net: Network, observer: Observer,
+    async def _experiment(self, cluster: SystemCluster, net: Network, observer: Observer,
                           nemesis: Nemesis) -> None:
         assert self.history is not None
         cluster.start_all()
@@ -252,12 +257,9 @@ class Experiment:
 
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
-        async with RaftkvClient(addrs, 2.0, random.Random(0)) as c:
+        async with self.client_factory(addrs, 2.0, random.Random(0), ()) as c:
             for _ in range(20):
-                r = await c.request({"op": "txn", "value": [["w", k, v] for k, v in
-                                                            balances.items()]},
-                                    idempotent=False)
-                if r.type == "ok":
+                if await c.write_initial(balances):
                     return True
                 await trio.sleep(0.2)
         return False
@@ -267,7 +269,7 @@ class Experiment:
         self._next_process += 1
         return p
 
-    async def _op(self, client: RaftkvClient, process: int, f: str, key: Any, value: Any
+    async def _op(self, client: SystemClient, process: int, f: str, key: Any, value: Any
                   ) -> str:
         """Invoke one operation and record its invoke and completion. Returns the type."""
         h = self.history
@@ -291,7 +293,7 @@ class Experiment:
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
         accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with RaftkvClient(addrs, self.w.timeout, rng, accounts) as client:
+        async with self.client_factory(addrs, self.w.timeout, rng, accounts) as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
                     await trio.sleep(min(rng.expovariate(1 / mean_gap),
@@ -304,8 +306,8 @@ class Experiment:
 
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
         accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with RaftkvClient(addrs, max(self.w.timeout, 2.0), random.Random(7),
-                                accounts) as client:
+        async with self.client_factory(addrs, max(self.w.timeout, 2.0), random.Random(7),
+                                       accounts) as client:
             for op in self.gen.final_ops():
                 for _attempt in range(10):
                     process = self._new_process()
@@ -342,6 +344,7 @@ class Experiment:
             "version": 1,
             "run_dir": str(self.dir),
             "system": self.opts.system,
+            "system_version": getattr(self, "version", None),
             "nodes": self.opts.nodes,
             "workload": self.w.name,
             "model": self.w.model,

@@ -1,0 +1,98 @@
+"""System adapters: what the lab needs from a system under test, and where to find one.
+
+A system is a black box reached over TCP (``lab`` never imports ``nodes``). An adapter is
+two classes:
+
+* a **cluster** (:class:`SystemCluster`): starts, stops, kills, pauses and finds its
+  members, and reports every member's status in one normalised shape
+  (:data:`STATUS_FIELDS`);
+* a **client driver** (:class:`SystemClient`): one per client worker, turning the lab's
+  operations (Jepsen's shapes, ``DESIGN.md``) into the system's requests and the answers
+  into :class:`Completion` s: ``ok``, ``fail`` (certainly did not happen) or ``info``.
+
+The run wires every directed member link through its own proxy. Member ``i`` reaches
+member ``j`` at ``cluster.dial(i, j)`` (the lab sets ``dial`` before starting anyone);
+:meth:`SystemCluster.proxy_listen` says where that proxy must listen when the system
+cannot be told a per-link address (etcd advertises one URL per member).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+Address = tuple[str, int]
+
+#: The keys of a member's status (any may be None when a system does not know it).
+STATUS_FIELDS = ("node", "role", "term", "leader", "commit", "applied", "last_index",
+                 "snapshot_index")
+
+SYSTEMS = ("raftkv",)
+
+
+@dataclass
+class Completion:
+    """The outcome of one operation: ``type`` is ``ok``, ``fail`` or ``info``."""
+
+    type: str
+    value: Any = None
+    error: str | None = None
+    node: str | None = None
+
+
+class MemberInfo(Protocol):
+    id: str
+    peer: Address
+    client: Address
+
+
+class SystemCluster(Protocol):
+    dial: Callable[[str, str], Address] | None
+
+    @property
+    def members(self) -> Mapping[str, Any]: ...  # id -> member with .peer and .client
+
+    def version(self) -> str: ...
+    def proxy_listen(self, src: str, dst: str) -> Address | None: ...
+    def start(self, mid: str) -> None: ...
+    def start_all(self) -> None: ...
+    def signal(self, mid: str, sig: int) -> None: ...
+    async def kill(self, mid: str) -> None: ...
+    async def stop(self, mid: str, grace: float = ...) -> None: ...
+    async def stop_all(self) -> None: ...
+    def alive(self, mid: str) -> bool: ...
+    def pids(self) -> list[int]: ...
+    def ports(self) -> list[int]: ...
+    async def statuses(self, timeout: float = ...) -> dict[str, dict[str, Any] | None]: ...
+    async def wait_leader(self, timeout: float = ..., exclude: Sequence[str] = ()) -> str: ...
+
+
+class SystemClient(Protocol):
+    async def __aenter__(self) -> SystemClient: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def invoke(self, model: str, f: str, key: Any, value: Any) -> Completion: ...
+    async def write_initial(self, values: Mapping[str, Any]) -> bool: ...
+
+
+ClientFactory = Callable[[dict[str, Address], float, Any, Sequence[str]], SystemClient]
+
+
+@dataclass
+class System:
+    """A cluster of one system, and how to make client drivers for it."""
+
+    cluster: SystemCluster
+    client: ClientFactory
+
+
+def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (),
+                options: Mapping[str, Any] | None = None) -> System:
+    """The adapter for ``name`` (one of :data:`SYSTEMS`) with ``size`` members whose data
+    and logs go under ``base_dir``."""
+    if name == "raftkv":
+        from lab.raftkv import RaftkvClient, RaftkvCluster
+
+        return System(RaftkvCluster(base_dir, size=size, bugs=bugs), RaftkvClient)
+    raise ValueError(f"unknown system {name!r} (expected one of: {', '.join(SYSTEMS)})")

@@ -25,6 +25,7 @@ from typing import IO, Any
 import trio
 
 EVENT_TYPES = ("invoke", "ok", "fail", "info")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # one, not one per event
 
 
 class History:
@@ -63,7 +64,7 @@ class History:
             self.counts[type] += 1
         if process != "nemesis" and type == "invoke":
             self.open_ops[process] = ev
-        self._f.write(json.dumps(ev, separators=(",", ":"), default=str) + "\n")
+        self._f.write(_ENCODER.encode(ev) + "\n")
         self._f.flush()
         self._dirty = True
         return ev

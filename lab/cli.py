@@ -123,9 +123,39 @@ def _check_and_say(run_dir: Path) -> int:
         text = str(anomaly.get("explanation", anomaly.get("type", ""))).strip()
         print("  " + text.replace("\n", "\n  "))
     print(f"run directory: {run_dir}")
+    print(_render_report(run_dir))
     verdict = str(results.get("verdict"))
     print(f"verdict: {verdict} ({results.get('verdict_reason')})")
     return {"valid": 0, "invalid": 1}.get(verdict, 3)
+
+
+def _render_report(run_dir: Path) -> str:
+    """Render the run's page; a failure is logged to lab.log and never loses the verdict."""
+    try:
+        from lab.report import render_run
+
+        return f"report: {render_run(run_dir)}"
+    except Exception as e:
+        import traceback
+
+        try:
+            with open(run_dir / "lab.log", "a", encoding="utf-8") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR rendering the report "
+                          f"failed\n{traceback.format_exc()}")
+        except OSError:
+            pass
+        return f"report: not rendered ({type(e).__name__}: {e}; see lab.log)"
+
+
+def cmd_report(run_dir: Path) -> int:
+    from lab.report import is_run_dir, render_run
+
+    if not is_run_dir(run_dir):
+        print(f"raftlab: {run_dir}: not a run directory (needs results.json, scenario.yaml "
+              "or history.jsonl)", file=sys.stderr)
+        return 2
+    print(render_run(run_dir))
+    return 0
 
 
 def cmd_analyze(run_dir: Path) -> int:
@@ -199,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where run directories go (default: reports/)")
     an = sub.add_parser("analyze", help="re-check a stored run and update its results.json")
     an.add_argument("run_dir", type=Path)
+    rep = sub.add_parser("report", help="render a run's report, RUN_DIR/index.html")
+    rep.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list the built-in workloads and fault scenarios")
     sub.add_parser("schema", help="print a JSON Schema of workload and fault files")
     a = p.parse_args(args)
@@ -208,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_list()
     if a.cmd == "analyze":
         return cmd_analyze(a.run_dir)
+    if a.cmd == "report":
+        return cmd_report(a.run_dir)
     if a.cmd == "schema":
         import json
 

@@ -1,0 +1,356 @@
+"""Facts about a run that the page states: availability per fault, whether the faults
+bit, throughput, and the leader over time.
+
+Definitions (the page repeats them where it shows the numbers):
+
+* *Unavailability* of a fault: the longest stretch with no successful (``ok``)
+  completion, from the fault's start until the first success after its healing.
+* *Time to first ok* from a moment t: from t until the completion of the first ``ok``
+  operation invoked at or after t (a fresh request, not one already in flight).
+* *Recovery time* of a run: the worst time to first ok from a healing, over its faults.
+* A fault *bit* when it hit the leader, split the quorum, moved leadership, or cut
+  throughput to under half (or raised the median latency to over twice) its fault-free
+  level.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.report.rundir import Fault, Operation, RunData
+
+NS = 1_000_000_000
+DIP_RATIO = 0.5  # throughput below this share of the fault-free rate is a dip
+SLOW_RATIO = 2.0  # a median latency above this multiple of the fault-free one is a rise
+
+
+@dataclass
+class Timeline:
+    """Sorted views of the history that the questions below need."""
+
+    ops: list[Operation]
+    starts: list[int]  # invoke times, in order (the history is in real-time order)
+    ok_ends: list[int]  # completion times of ok operations, sorted
+    t_end: int
+
+    @classmethod
+    def of(cls, run: RunData) -> Timeline:
+        ok_ends = sorted(op.end for op in run.ops if op.type == "ok" and op.end is not None)
+        return cls(run.ops, [op.start for op in run.ops], ok_ends, run.t_end)
+
+    def first_ok_after(self, t: int) -> int | None:
+        """Completion time of the first ok operation invoked at or after ``t``."""
+        best: int | None = None
+        for k in range(bisect.bisect_left(self.starts, t), len(self.ops)):
+            op = self.ops[k]
+            if best is not None and op.start >= best:
+                break
+            if op.type == "ok" and op.end is not None and (best is None or op.end < best):
+                best = op.end
+        return best
+
+    def longest_gap(self, lo: int, hi: int) -> int:
+        """The longest stretch within [lo, hi] with no ok completion (ns)."""
+        i, j = bisect.bisect_left(self.ok_ends, lo), bisect.bisect_right(self.ok_ends, hi)
+        marks = [lo, *self.ok_ends[i:j], hi]
+        return max(b - a for a, b in itertools.pairwise(marks))
+
+    def ok_rate(self, spans: Sequence[tuple[int, int]]) -> float | None:
+        """Ok completions per second over the given time spans (``None``: no time)."""
+        total = sum(b - a for a, b in spans)
+        if total <= 0:
+            return None
+        n = sum(bisect.bisect_right(self.ok_ends, b) - bisect.bisect_left(self.ok_ends, a)
+                for a, b in spans)
+        return n / (total / NS)
+
+    def median_latency(self, spans: Sequence[tuple[int, int]]) -> float | None:
+        """Median latency (ms) of ok operations invoked within the spans."""
+        lat = []
+        for a, b in spans:
+            for k in range(bisect.bisect_left(self.starts, a), bisect.bisect_left(self.starts, b)):
+                op = self.ops[k]
+                if op.type == "ok" and op.end is not None:
+                    lat.append((op.end - op.start) / 1e6)
+        return statistics.median(lat) if lat else None
+
+
+@dataclass
+class ClusterView:
+    """Leaders and commit indices over time, from ``cluster.jsonl``."""
+
+    times: list[int]  # poll rounds, sorted
+    leaders: list[tuple[str | None, int]]  # per round: (leader, its term)
+    commits: dict[str, list[tuple[int, int]]]  # node -> (time, commit index)
+
+    @classmethod
+    def of(cls, polls: list[dict[str, Any]]) -> ClusterView:
+        rounds: dict[int, list[dict[str, Any]]] = {}
+        commits: dict[str, list[tuple[int, int]]] = {}
+        for p in polls:
+            rounds.setdefault(int(p["time"]), []).append(p)
+            if isinstance(p.get("commit"), int):
+                commits.setdefault(p["node"], []).append((int(p["time"]), p["commit"]))
+        times = sorted(rounds)
+        return cls(times, [_leader_of(rounds[t]) for t in times], commits)
+
+    def leader_at(self, t: int) -> tuple[str | None, int]:
+        """The leader (and term) of the last poll at or before ``t``; else the first."""
+        if not self.times:
+            return None, 0
+        k = max(0, bisect.bisect_right(self.times, t) - 1)
+        return self.leaders[k]
+
+    def leaders_between(self, lo: int, hi: int) -> list[tuple[str | None, int]]:
+        i, j = bisect.bisect_left(self.times, lo), bisect.bisect_right(self.times, hi)
+        return self.leaders[i:j]
+
+    def commit_progress(self, node: str, lo: int, hi: int) -> tuple[int, int] | None:
+        """(first, last) commit index the node reported within [lo, hi]."""
+        seen = [c for t, c in self.commits.get(node, []) if lo <= t <= hi]
+        return (seen[0], seen[-1]) if len(seen) >= 2 else None
+
+
+def _leader_of(round_: list[dict[str, Any]]) -> tuple[str | None, int]:
+    best: tuple[str | None, int] = (None, max((p.get("term") or 0 for p in round_), default=0))
+    for p in round_:
+        if p.get("role") == "leader" and (p.get("term") or 0) >= best[1]:
+            best = (p["node"], p.get("term") or 0)
+    return best
+
+
+@dataclass
+class Impact:
+    """What one fault did."""
+
+    fault: Fault
+    end: int  # when it was undone (or the end of the data)
+    unavailable_s: float | None = None
+    first_ok_from_start_s: float | None = None
+    first_ok_from_heal_s: float | None = None
+    ok_rate: float | None = None
+    median_ms: float | None = None
+    leader_before: str | None = None
+    leader_hit: bool = False
+    leaders_during: list[str] = field(default_factory=list)
+    cut_off: list[str] = field(default_factory=list)  # nodes without a quorum
+    quorum_split: bool = False
+    notes: list[str] = field(default_factory=list)
+    moved: bool = False  # leadership changed hands during it (or within a second after)
+    dipped: bool = False
+    slowed: bool = False
+    bit: bool = False
+
+
+@dataclass
+class Bite:
+    """The answer to "did the faults bite?": one sentence, then one line per question."""
+
+    headline: str
+    bit: bool | None  # None: no faults were injected
+    answers: list[tuple[str, str, str]]  # (question, yes/no/n.a., detail)
+
+
+@dataclass
+class Facts:
+    impacts: list[Impact]
+    bite: Bite
+    baseline_rate: float | None
+    baseline_median_ms: float | None
+    throughput: float | None  # ok operations per second over the run
+    recovery_s: float | None
+
+
+def analyse(run: RunData) -> Facts:
+    """Everything the page says about availability and the faults."""
+    tl = Timeline.of(run)
+    cv = ClusterView.of(run.polls)
+    members = _members(run)
+    faults = [f for f in run.faults if f.skipped is None and (f.end is None or f.end > f.start)]
+    active = [(f.start, f.end if f.end is not None else run.t_end) for f in faults]
+    lo, hi = _client_span(run.ops)
+    quiet = _complement(active, lo, hi)
+    base_rate, base_ms = tl.ok_rate(quiet), tl.median_latency(quiet)
+    impacts = [_impact(f, tl, cv, members, base_rate, base_ms) for f in faults]
+    heal_times = [i.first_ok_from_heal_s for i in impacts if i.first_ok_from_heal_s is not None]
+    rate = tl.ok_rate([(lo, hi)]) if hi > lo else None
+    return Facts(impacts, _bite(impacts, cv, base_rate, base_ms), base_rate, base_ms, rate,
+                 max(heal_times) if heal_times else None)
+
+
+def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
+            base_rate: float | None, base_ms: float | None) -> Impact:
+    end = f.end if f.end is not None else tl.t_end
+    imp = Impact(f, end)
+    ok_start, ok_heal = tl.first_ok_after(f.start), tl.first_ok_after(end)
+    imp.first_ok_from_start_s = None if ok_start is None else (ok_start - f.start) / NS
+    imp.first_ok_from_heal_s = None if ok_heal is None else (ok_heal - end) / NS
+    imp.unavailable_s = tl.longest_gap(f.start, ok_heal if ok_heal is not None else end) / NS
+    imp.ok_rate = tl.ok_rate([(f.start, end)])
+    imp.median_ms = tl.median_latency([(f.start, end)])
+    imp.leader_before = cv.leader_at(f.start)[0]
+    touched = set(f.nodes) | {n for link in f.links for n in link}
+    imp.leader_hit = imp.leader_before is not None and imp.leader_before in touched
+    imp.leaders_during = _distinct(n for n, _ in cv.leaders_between(f.start, end + NS))
+    imp.cut_off = _without_quorum(f, members)
+    imp.quorum_split = bool(imp.cut_off)
+    imp.notes = _commit_notes(imp, cv, members)
+    imp.moved = any(n is not None and n != imp.leader_before for n in imp.leaders_during)
+    imp.dipped = (base_rate is not None and imp.ok_rate is not None
+                  and imp.ok_rate < DIP_RATIO * base_rate)
+    imp.slowed = (base_ms is not None and imp.median_ms is not None
+                  and imp.median_ms > SLOW_RATIO * base_ms)
+    imp.bit = imp.leader_hit or imp.quorum_split or imp.moved or imp.dipped or imp.slowed
+    return imp
+
+
+def _without_quorum(f: Fault, members: list[str]) -> list[str]:
+    """The members that cannot reach a majority (themselves included) both ways."""
+    if not members:
+        return []
+    majority = len(members) // 2 + 1
+    if f.kind == "process" and f.action in ("kill", "stop", "pause"):
+        down = [n for n in f.nodes if n in members]
+        return sorted(members) if len(down) >= majority else []
+    if not f.links or f.kind != "network":
+        return []
+    cut = set(f.links)
+    comp = {n: {n} for n in members}
+    for a in members:
+        for b in members:
+            if a < b and (a, b) not in cut and (b, a) not in cut:
+                merged = comp[a] | comp[b]
+                for n in merged:
+                    comp[n] = merged
+    return sorted(n for n in members if len(comp[n]) < majority)
+
+
+def _commit_notes(imp: Impact, cv: ClusterView, members: list[str]) -> list[str]:
+    """Plain sentences on who kept committing while the fault lasted."""
+    if not imp.cut_off:
+        return []
+    f, notes = imp.fault, []
+    lo, hi = f.start + NS // 2, imp.end
+    cut = [n for n in imp.cut_off if n not in f.nodes or f.kind != "process"]
+    stopped: list[str] = []
+    moving: list[str] = []
+    for n in cut:
+        prog = cv.commit_progress(n, lo, hi)
+        if prog is not None:
+            (moving if prog[1] > prog[0] else stopped).append(n)
+    if stopped:
+        notes.append(f"{', '.join(stopped)} (cut off from a majority) stopped committing")
+    if moving:
+        notes.append(f"{', '.join(moving)} kept committing although cut off from a majority")
+    rest = [n for n in members if n not in imp.cut_off]
+    grew = [n for n in rest if (p := cv.commit_progress(n, lo, hi)) and p[1] > p[0]]
+    if rest:
+        notes.append(f"the majority side ({', '.join(rest)}) "
+                     + ("kept committing" if grew else "did not commit"))
+    return notes
+
+
+def _bite(impacts: list[Impact], cv: ClusterView, base_rate: float | None,
+          base_ms: float | None) -> Bite:
+    if not impacts:
+        return Bite("No faults were injected: this run shows the system without a nemesis.",
+                    None, [])
+    hit = [i for i in impacts if i.leader_hit]
+    split = [i for i in impacts if i.quorum_split]
+    moved = [i for i in impacts if i.moved]
+    dipped = [i for i in impacts if i.dipped]
+    slowed = [i for i in impacts if i.slowed]
+    reigns = _distinct(f"{n} (term {t})" for n, t in cv.leaders if n is not None)
+    answers = [
+        ("Was the leader hit?", _yes(hit),
+         _list(hit, lambda i: f"{i.fault.label} (leader {i.leader_before})")
+         or "no fault targeted the leader of the moment"),
+        ("Did a fault split the quorum?", _yes(split),
+         _list(split, lambda i: f"{i.fault.label}: " + ("; ".join(i.notes) or
+                                                         f"{', '.join(i.cut_off)} cut off"))
+         or "every member could reach a majority throughout"),
+        ("Did leadership move?", _yes(moved),
+         " \u2192 ".join(reigns) if reigns else "no cluster polls recorded"),
+        ("Did throughput dip?", _yes(dipped), _rate_detail(impacts, dipped, base_rate)),
+        ("Did latency rise?", _yes(slowed),
+         _list(slowed, lambda i: f"{i.fault.label}: median {i.median_ms:.1f} ms")
+         + (f" (fault-free median {base_ms:.1f} ms)" if slowed and base_ms else "")
+         or "the median latency stayed under twice its fault-free level"),
+    ]
+    effects = [what for what, items in (("the leader was hit", hit),
+                                        ("the quorum was split", split),
+                                        ("leadership moved", moved),
+                                        ("throughput dipped", dipped),
+                                        ("latency rose", slowed)) if items]
+    bitten = [i for i in impacts if i.bit]
+    if bitten:
+        head = (f"The faults bit: {', '.join(effects)} "
+                f"({len(bitten)} of {len(impacts)} faults had a visible effect).")
+    else:
+        head = (f"The faults never bit: none of the {len(impacts)} faults hit the leader, split "
+                "the quorum, moved leadership or slowed the cluster down, so this run says "
+                "little about how the system copes with them.")
+    return Bite(head, bool(bitten), answers)
+
+
+def _rate_detail(impacts: list[Impact], dipped: list[Impact], base: float | None) -> str:
+    if base is None or not base:
+        return "no fault-free stretch to compare with"
+    if dipped:
+        return _list(dipped, lambda i: f"{i.fault.label}: {i.ok_rate:.0f} ok/s") + \
+            f" (fault-free {base:.0f} ok/s)"
+    rates = [i for i in impacts if i.ok_rate is not None]
+    if not rates:
+        return "no fault lasted long enough to measure"
+    low = min(rates, key=lambda i: i.ok_rate or 0.0)
+    assert low.ok_rate is not None
+    return (f"lowest during a fault: {low.ok_rate:.0f} ok/s ({low.fault.label}), "
+            f"{100 * low.ok_rate / base:.0f}% of the fault-free {base:.0f} ok/s")
+
+
+def _yes(items: list[Impact]) -> str:
+    return "yes" if items else "no"
+
+
+def _list(items: list[Impact], say: Any) -> str:
+    return "; ".join(say(i) for i in items[:6]) + (" …" if len(items) > 6 else "")
+
+
+def _distinct(items: Any) -> list[Any]:
+    out: list[Any] = []
+    for x in items:
+        if x is not None and (not out or out[-1] != x):
+            out.append(x)
+    return out
+
+
+def _members(run: RunData) -> list[str]:
+    nodes = {p["node"] for p in run.polls}
+    if not nodes:
+        n = run.setting("nodes")
+        nodes = {f"n{k + 1}" for k in range(n)} if isinstance(n, int) else set()
+    return sorted(nodes)
+
+
+def _client_span(ops: list[Operation]) -> tuple[int, int]:
+    """From the first invoke to the last completion of the client operations."""
+    if not ops:
+        return 0, 0
+    return ops[0].start, max((op.end for op in ops if op.end is not None), default=ops[0].start)
+
+
+def _complement(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of [lo, hi] not covered by any span."""
+    out, t = [], lo
+    for a, b in sorted(spans):
+        if a > t:
+            out.append((t, min(a, hi)))
+        t = max(t, b)
+    if t < hi:
+        out.append((t, hi))
+    return [(a, b) for a, b in out if b > a]

@@ -1,0 +1,315 @@
+"""``RUN_DIR/index.html``: one self-contained page per run, and the run's summary row.
+
+The page is rendered with Jinja2 from ``templates/run.html.j2``; its stylesheet and
+script (``run.css``, ``run.js``) are inlined, the plots are inline SVG, and nothing is
+fetched from the network. It is written atomically, so a reader never sees half a page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from lab.report import plots, table
+from lab.report.analysis import Facts, Impact, analyse
+from lab.report.anomalies import CheckerView, checker_views
+from lab.report.rundir import RunData, load_run
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SUMMARY = "summary.json"
+TIMES = "\u00d7"  # workload x faults
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def render_run(run_dir: Path) -> Path:
+    """Render ``run_dir/index.html`` (and refresh ``summary.json``); return the page's path."""
+    run = load_run(run_dir)
+    facts = analyse(run)
+    checkers = checker_views(run)
+    html = _environment().get_template("run.html.j2").render(page_context(run, facts,
+                                                                          checkers))
+    out = run_dir / "index.html"
+    _write_atomically(out, html)
+    _write_summary(run_dir, summary(run, facts, checkers))
+    return out
+
+
+def summarize_run(run_dir: Path) -> dict[str, Any]:
+    """The facts of one run for the runs index: started, system, workload, faults, seed,
+    verdict, operations, anomalies, recovery time, throughput (see :func:`summary`).
+
+    Reads ``summary.json`` when it is newer than the run's results and history, and
+    otherwise works it out from the run directory and stores it there (best effort)."""
+    cached = _cached_summary(run_dir)
+    if cached is not None:
+        return cached
+    run = load_run(run_dir)
+    facts = analyse(run)
+    row = summary(run, facts, checker_views(run))
+    _write_summary(run_dir, row)
+    return row
+
+
+def summary(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str, Any]:
+    """One run as a row: JSON-ready, times in seconds (``None`` when unknown)."""
+    started = _started(run)
+    return {
+        "run_dir": str(run.path),
+        "started": started,
+        "started_text": _local_time(started),
+        "system": run.setting("system", "raftkv"),
+        "workload": run.setting("workload"),
+        "faults": run.setting("faults"),
+        "seed": run.setting("seed"),
+        "nodes": run.setting("nodes"),
+        "verdict": verdict_of(run),
+        "verdict_reason": reason_of(run, checkers),
+        "partial": partial_of(run),
+        "ops": len(run.ops),
+        "ok": sum(1 for op in run.ops if op.type == "ok"),
+        "anomalies": sum(len(c.anomalies) for c in checkers),
+        "recovery_s": _round(facts.recovery_s),
+        "throughput": _round(facts.throughput, 1),
+        "faults_bit": facts.bite.bit,
+        "duration_s": run.results.get("duration_s"),
+        "report": "index.html" if (run.path / "index.html").exists() else None,
+    }
+
+
+def verdict_of(run: RunData) -> str:
+    v = run.results.get("verdict")
+    return v if v in ("valid", "invalid", "unknown") else "unknown"
+
+
+def partial_of(run: RunData) -> bool:
+    """Whether the run was cut short (no results.json at all counts as cut short)."""
+    return bool(run.results.get("partial", False)) if run.results else True
+
+
+def reason_of(run: RunData, checkers: list[CheckerView]) -> str:
+    """The verdict's reason in one sentence, also for runs never checked."""
+    reason = run.results.get("verdict_reason")
+    if isinstance(reason, str) and reason:
+        return reason
+    if not run.results:
+        return ("there is no results.json: the run did not finish; "
+                "'raftlab analyze' checks what it left")
+    if not checkers:
+        return "the history has not been checked yet: run 'raftlab analyze' on this directory"
+    return checkers[0].reason or "no reason recorded"
+
+
+def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str, Any]:
+    """Everything the template shows."""
+    by_type = {t: 0 for t in ("ok", "fail", "info", "pending")}
+    for op in run.ops:
+        by_type[op.type] = by_type.get(op.type, 0) + 1
+    keep = {int(o["index"]) for c in checkers for a in c.anomalies for o in a.ops
+            if isinstance(o.get("index"), int)}
+    table_json, carried = table.table_data(run.ops, keep)
+    t_end = run.t_end
+    return {
+        "title": f"{run.setting('workload') or 'run'} {TIMES} "
+                 f"{run.setting('faults') or 'no faults'}",
+        "run_name": run.path.name,
+        "index_link": (run.path.parent.parent / "index.html").exists(),
+        "verdict": verdict_of(run),
+        "reason": reason_of(run, checkers),
+        "partial": partial_of(run),
+        "exit_reason": run.results.get("exit_reason") or "no results.json",
+        "anomaly_count": sum(len(c.anomalies) for c in checkers),
+        "by_type": by_type,
+        "n_ops": len(run.ops),
+        "glance": _glance(run, facts),
+        "ran": _what_ran(run),
+        "command": _command(run),
+        "leftovers": run.results.get("leftovers"),
+        "nothing_left_behind": run.results.get("nothing_left_behind"),
+        "facts": facts,
+        "impacts": [_impact_row(i) for i in facts.impacts],
+        "skipped": [f for f in run.faults if f.skipped],
+        "checkers": checkers,
+        "latency_svg": plots.latency_plot(run.ops, run.faults, t_end),
+        "throughput_svg": plots.throughput_plot(run.ops, run.faults, t_end),
+        "cluster_svg": plots.cluster_plot(run.polls, run.faults, t_end),
+        "bin_width": plots.bin_width(max(t_end / 1e9, 1.0)),
+        "rows": table.static_rows(run.ops),
+        "table_json": table_json,
+        "carried": carried,
+        "files": [(name, _size(n)) for name, n in run.files],
+        "warnings": run.warnings,
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "css": (TEMPLATES / "run.css").read_text(encoding="utf-8"),
+        "js": (TEMPLATES / "run.js").read_text(encoding="utf-8"),
+    }
+
+
+def _glance(run: RunData, facts: Facts) -> list[tuple[str, str, str]]:
+    """The headline numbers: (value, what, hint)."""
+    ok = sum(1 for op in run.ops if op.type == "ok")
+    worst = max((i.unavailable_s for i in facts.impacts if i.unavailable_s is not None),
+                default=None)
+    return [
+        (f"{len(run.ops):,}", "operations", f"{ok:,} ok"),
+        (_per_s(facts.throughput), "ok ops/s", "over the client phase"),
+        (str(len(facts.impacts)), "faults", "injected by the nemesis"),
+        (_secs(worst), "worst unavailability", "longest stretch without an ok"),
+        (_secs(facts.recovery_s), "recovery", "worst heal → first ok"),
+    ]
+
+
+def _what_ran(run: RunData) -> list[tuple[str, str]]:
+    r, s = run.results, run.scenario
+    wl = _section(s, "workload")
+    fl = _section(s, "faults")
+    bugs = run.setting("bugs") or []
+    fsync = r.get("fsync", s.get("fsync"))
+    return [
+        ("system", _system(run)),
+        ("nodes", str(run.setting("nodes", "?"))),
+        ("workload", _named(run.setting("workload"), wl.get("model") or r.get("model"),
+                            wl.get("description"))),
+        ("faults", _named(run.setting("faults"), None, fl.get("description"))),
+        ("seed", str(run.setting("seed", "?"))),
+        ("started", _local_time(_started(run))),
+        ("time limit", _secs(run.setting("time_limit"))),
+        ("wall time", _secs(r.get("duration_s"))),
+        ("clients", f"{run.setting('concurrency', '?')} at {run.setting('rate', '?')} ops/s"),
+        ("proxy server", str(r.get("proxy", "unknown"))),
+        ("fsync", "off (--unsafe-no-fsync)" if fsync is False else "on"),
+        ("seeded bugs", ", ".join(map(str, bugs)) if bugs else "none"),
+        ("ended", str(r.get("exit_reason", "unknown (no results.json)"))),
+    ]
+
+
+def _section(scenario: dict[str, Any], name: str) -> dict[str, Any]:
+    v = scenario.get(name)
+    return v if isinstance(v, dict) else {}
+
+
+def _system(run: RunData) -> str:
+    system = str(run.setting("system", "raftkv"))
+    version = run.results.get("system_version")
+    if version:
+        return str(version) if str(version).startswith(system) else f"{system} {version}"
+    try:
+        return f"{system} (raftlab {metadata.version('raftlab')})"
+    except metadata.PackageNotFoundError:
+        return system
+
+
+def _named(name: Any, model: Any, description: Any) -> str:
+    out = str(name or "?")
+    if model:
+        out += f" (model {model})"
+    if description:
+        out += " — " + " ".join(str(description).split())
+    return out
+
+
+def _command(run: RunData) -> str:
+    """The command that reproduces the run, seed included."""
+    cmd = run.setting("command")
+    if not isinstance(cmd, list) or not cmd:
+        return ""
+    words = [str(w) for w in cmd]
+    seed = run.setting("seed")
+    if seed is not None and "--seed" not in words and not any(
+            w.startswith("--seed=") for w in words):
+        words += ["--seed", str(seed)]
+    return shlex.join(words)
+
+
+def _impact_row(i: Impact) -> dict[str, Any]:
+    f = i.fault
+    return {
+        "label": f.label, "kind": f.kind, "describe": plots.describe_fault(f),
+        "start": f"{f.start / 1e9:.2f}",
+        "end": f"{f.end / 1e9:.2f}" if f.end is not None else "never healed",
+        "length": _secs((i.end - f.start) / 1e9),
+        "unavailable": _secs(i.unavailable_s),
+        "from_start": _secs(i.first_ok_from_start_s),
+        "from_heal": _secs(i.first_ok_from_heal_s),
+        "rate": _per_s(i.ok_rate),
+        "leader": (i.leader_before or "none") + (" (hit)" if i.leader_hit else ""),
+        "leaders_during": " → ".join(i.leaders_during) or "—",
+        "quorum": ", ".join(i.cut_off) + " cut off" if i.cut_off else "no",
+        "notes": "; ".join(i.notes),
+        "bit": i.bit,
+        "t0": f.start / 1e9, "t1": i.end / 1e9,
+    }
+
+
+def _secs(v: Any) -> str:
+    if not isinstance(v, int | float):
+        return "—"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def _per_s(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def _round(v: float | None, digits: int = 3) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    kb = n / 1024
+    return f"{kb:.1f} KB" if kb < 1024 else f"{kb / 1024:.1f} MB"
+
+
+def _started(run: RunData) -> float | None:
+    v = run.results.get("started")
+    if isinstance(v, int | float):
+        return float(v)
+    try:  # the directory's name starts with the local start time, e.g. 20261126T175330
+        return time.mktime(time.strptime(run.path.name[:15], "%Y%m%dT%H%M%S"))
+    except ValueError:
+        return None
+
+
+def _local_time(t: float | None) -> str:
+    return "unknown" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_summary(run_dir: Path, row: dict[str, Any]) -> None:
+    try:
+        _write_atomically(run_dir / SUMMARY, json.dumps(row, indent=1, default=str))
+    except OSError:
+        pass  # a read-only run directory still gets its summary, just not cached
+
+
+def _cached_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / SUMMARY
+    try:
+        mtime = path.stat().st_mtime
+        if any((run_dir / n).exists() and (run_dir / n).stat().st_mtime > mtime
+               for n in ("results.json", "history.jsonl", "cluster.jsonl", "schedule.jsonl")):
+            return None
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) else None

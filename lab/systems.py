@@ -29,7 +29,7 @@ Address = tuple[str, int]
 STATUS_FIELDS = ("node", "role", "term", "leader", "commit", "applied", "last_index",
                  "snapshot_index")
 
-SYSTEMS = ("raftkv",)
+SYSTEMS = ("raftkv", "etcd")
 
 
 @dataclass
@@ -95,4 +95,20 @@ def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (
         from lab.raftkv import RaftkvClient, RaftkvCluster
 
         return System(RaftkvCluster(base_dir, size=size, bugs=bugs), RaftkvClient)
+    if name == "etcd":
+        from lab.etcd import EtcdClient, EtcdCluster
+
+        if bugs:
+            raise ValueError(f"seeded bugs exist only in raftkv, not etcd: {list(bugs)}")
+        return System(EtcdCluster(base_dir, size=size, options=options), EtcdClient)
     raise ValueError(f"unknown system {name!r} (expected one of: {', '.join(SYSTEMS)})")
+
+
+def system_problem(name: str, model: str | None = None) -> str | None:
+    """Why system ``name`` cannot run here (or with workload ``model``), in one line for
+    the user (exit 2); None if it can."""
+    if name == "etcd":
+        from lab.etcd import problem
+
+        return problem(model)
+    return None

@@ -540,3 +540,29 @@ def test_table_data_stays_within_its_budget_and_keeps_anomaly_operations() -> No
     assert max(len(v) for v in data["v"]) <= 40
     assert carried == len(data["i"]) < len(ops)
     assert sum(data["i"]) == 2 * 149_999  # the anomaly's operation is the last one carried
+
+
+def test_clients_line_says_unlimited_rate_for_rate_zero(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "rate", Synth().register_ops(40), check=False)
+    assert "5 clients, 100 ops/s in all" in render(d)[1].text_of("ran")
+    results = json.loads((d / "results.json").read_text())
+    (d / "results.json").write_text(json.dumps(results | {"concurrency": 32, "rate": 0.0}))
+    ran = render(d)[1].text_of("ran")
+    assert "32 clients, unlimited rate" in ran and "0.0 ops/s" not in ran
+
+
+def test_a_thousand_keys_fold_into_details_with_the_invalid_ones_shown_first(
+        tmp_path: Path) -> None:
+    d = write_run(tmp_path / "keys", Synth().register_ops(40), check=False)
+    results = json.loads((d / "results.json").read_text())
+    per_key = {f"k{i}": "valid" for i in range(1000)} | {"k640": "invalid"}
+    results.update(verdict="invalid", checker={"verdict": "invalid", "model": "cas-register",
+                                               "reason": "k640", "per_key": per_key,
+                                               "anomalies": []})
+    (d / "results.json").write_text(json.dumps(results))
+    html = render(d)[0]
+    keys = html[html.index('<p class="keys">'):]
+    shown, folded = keys.split('<details class="keys-all">', 1)
+    assert shown.count('class="pill') == 1 and ">k640<" in shown
+    assert "1 invalid, 999 valid" in shown
+    assert folded.split("</details>")[0].count('class="pill pill-valid"') == 999

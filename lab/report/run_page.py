@@ -25,14 +25,37 @@ from lab.report.rundir import RunData, load_run
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUMMARY = "summary.json"
+RUNS_INDEX_MARK = b'<meta name="generator" content="raftlab runs index">'
 TIMES = "\u00d7"  # workload x faults
+
+
+KEYS_INLINE = 40  # more keys than this: the per-key chips fold into a <details>
+VERDICT_ORDER = {"invalid": 0, "unknown": 1, "valid": 2}
 
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                              trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    env.globals["key_groups"] = key_groups
+    return env
+
+
+def key_groups(per_key: dict[str, str]) -> dict[str, Any]:
+    """A checker's per-key verdicts as chips: all of them inline when there are few;
+    else the invalid keys inline (first) and the others folded away, with the counts."""
+    items = list(per_key.items())
+    if len(items) <= KEYS_INLINE:
+        return {"shown": items, "folded": [], "counts": ""}
+    items.sort(key=lambda kv: VERDICT_ORDER.get(kv[1], 1))
+    shown = [kv for kv in items if kv[1] == "invalid"]
+    counts: dict[str, int] = {}
+    for _, v in items:
+        counts[v] = counts.get(v, 0) + 1
+    text = ", ".join(f"{n:,} {v}" for v, n in sorted(
+        counts.items(), key=lambda vn: VERDICT_ORDER.get(vn[0], 1)))
+    return {"shown": shown, "folded": items[len(shown):], "counts": text}
 
 
 def render_run(run_dir: Path) -> Path:
@@ -76,6 +99,7 @@ def summary(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str
         "faults": run.setting("faults"),
         "seed": run.setting("seed"),
         "nodes": run.setting("nodes"),
+        "bugs": [str(b) for b in run.setting("bugs") or []],
         "verdict": verdict_of(run),
         "verdict_reason": reason_of(run, checkers),
         "partial": partial_of(run),
@@ -88,6 +112,23 @@ def summary(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str
         "duration_s": run.results.get("duration_s"),
         "report": "index.html" if (run.path / "index.html").exists() else None,
     }
+
+
+def runs_index_href(run_dir: Path) -> str | None:
+    """The relative link from a run's page to the runs index above it, if there is one:
+    ``../../index.html`` for ``<root>/<workload>-<faults>/<run>``, further up for deeper
+    layouts such as ``<root>/nightly/<date>/<workload>-<faults>/<run>``."""
+    parents = run_dir.resolve().parents
+    for up in range(2, min(5, len(parents) + 1)):
+        page = parents[up - 1] / "index.html"
+        try:
+            with open(page, "rb") as f:
+                head = f.read(1000)
+        except OSError:
+            continue
+        if RUNS_INDEX_MARK in head:
+            return "../" * up + "index.html"
+    return None
 
 
 def verdict_of(run: RunData) -> str:
@@ -126,7 +167,7 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
         "title": f"{run.setting('workload') or 'run'} {TIMES} "
                  f"{run.setting('faults') or 'no faults'}",
         "run_name": run.path.name,
-        "index_link": (run.path.parent.parent / "index.html").exists(),
+        "index_href": runs_index_href(run.path),
         "verdict": verdict_of(run),
         "reason": reason_of(run, checkers),
         "partial": partial_of(run),
@@ -188,12 +229,22 @@ def _what_ran(run: RunData) -> list[tuple[str, str]]:
         ("started", _local_time(_started(run))),
         ("time limit", _secs(run.setting("time_limit"))),
         ("wall time", _secs(r.get("duration_s"))),
-        ("clients", f"{run.setting('concurrency', '?')} at {run.setting('rate', '?')} ops/s"),
+        ("clients", _clients(run.setting("concurrency"), run.setting("rate"))),
         ("proxy server", str(r.get("proxy", "unknown"))),
         ("fsync", "off (--unsafe-no-fsync)" if fsync is False else "on"),
         ("seeded bugs", ", ".join(map(str, bugs)) if bugs else "none"),
         ("ended", str(r.get("exit_reason", "unknown (no results.json)"))),
     ]
+
+
+def _clients(concurrency: Any, rate: Any) -> str:
+    """E.g. ``5 clients, 100 ops/s in all``; a rate of 0 (or none) means no limit."""
+    who = f"{concurrency} client{'' if concurrency == 1 else 's'}" if concurrency else "? clients"
+    if not isinstance(rate, int | float) or isinstance(rate, bool):
+        return f"{who}, rate unknown"
+    if rate <= 0:
+        return f"{who}, unlimited rate (each as fast as it can)"
+    return f"{who}, {rate:g} ops/s in all"
 
 
 def _section(scenario: dict[str, Any], name: str) -> dict[str, Any]:

@@ -67,6 +67,8 @@ class Nemesis:
         self.down: set[str] = set()
         self.applied: list[dict[str, Any]] = []  # every start/end record, for results.json
         self._extra_heals: dict[str, list[Fault]] = {}  # client cuts healed as one fault
+        # History time (ns) when :meth:`run` started: the scenario's offsets count from here.
+        self.origin_ns: int | None = None
         # ``isolate-site`` cuts off a site of the scenario's ``datacenters`` step.
         self._sites: list[list[str]] = next(
             ([list(site) for site in step.params["sites"]] for step in scenario.schedule
@@ -78,6 +80,7 @@ class Nemesis:
         """Run the timed schedule and the random nemesis until ``time_limit`` seconds after
         the start; return once every step (and its undo) has run."""
         t0 = trio.current_time()
+        self.origin_ns = self.history.now()
         async with trio.open_nursery() as nursery:
             for step in self.scenario.schedule:
                 nursery.start_soon(self._timed, t0, step)
@@ -243,6 +246,10 @@ class Nemesis:
             return await net.partition(topology.majority_ring(everyone, self.rng))
         if action == "bridge":
             return await net.partition(topology.bridge(everyone, self.rng))
+        if action == "cut-links":
+            cuts = frozenset((str(a), str(b)) for a, b in params["links"]
+                             if a in everyone and b in everyone)
+            return await net.partition(cuts) if cuts else None
         if action == "cut":
             dst = self.resolve(params.get("to", ()), "random")
             cuts = topology.one_way(nodes, [d for d in dst if d not in nodes])

@@ -63,12 +63,13 @@ NETWORK_ACTIONS = (
     "slice",  # slice the target's traffic into small pieces
     "reset-peer",  # reset connections to the target
     "cut-client",  # clients cannot reach the target
+    "cut-links",  # exactly these directed links (``links: [[n1, n2], ...]``), e.g. a replay
 )
 ACTIONS = (*PROCESS_ACTIONS, *NETWORK_ACTIONS, "heal")
 TARGETS = ("leader", "follower", "followers", "random", "minority", "majority", "all", "none")
 #: Actions whose shape is fixed by the action itself: they take no target.
 UNTARGETED = ("partition-halves", "partition-random-halves", "majority-ring", "bridge",
-              "datacenters", "isolate-site", "heal")
+              "datacenters", "isolate-site", "cut-links", "heal")
 _NODE_ID = re.compile(r"^n[1-9][0-9]?$")
 
 # Parameters an action may carry, besides at/action/target/for, with their kinds.
@@ -80,6 +81,7 @@ ACTION_PARAMS: dict[str, dict[str, str]] = {
     "bandwidth": {"rate": "int"},
     "slice": {"average_size": "int", "size_variation": "int", "delay_us": "int"},
     "reset-peer": {"timeout": "int"},
+    "cut-links": {"links": "links"},
 }
 
 
@@ -137,12 +139,16 @@ class FaultScenario:
     time_limit: float | None = None
     schedule: tuple[Step, ...] = ()
     random: RandomNemesis | None = None
+    # Make this member the leader before the clients start (replays and shrunk scenarios
+    # pin the leader the recorded run had, so faults on node ids hit the same roles).
+    initial_leader: str | None = None
+    initial_leader_line: int = 0
 
 
 # --------------------------------------------------------------------------- node tree
 
 
-class _Doc:
+class YamlDoc:
     def __init__(self, path: str) -> None:
         self.path = path
 
@@ -261,9 +267,9 @@ def parse_duration(v: Any) -> float | None:
     return total if pos == len(text) and pos > 0 else None
 
 
-def _compose(path: Path) -> tuple[_Doc, yaml.Node]:
+def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
     shown = str(path)
-    doc = _Doc(shown)
+    doc = YamlDoc(shown)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -290,7 +296,7 @@ _WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "ti
 
 
 def load_workload(path: Path) -> Workload:
-    doc, root = _compose(path)
+    doc, root = compose_yaml(path)
     m = doc.mapping(root, "a workload")
     doc.check_keys(m, _WORKLOAD_KEYS, ("name", "description", "model"), "a workload", root)
 
@@ -359,12 +365,12 @@ def load_workload(path: Path) -> Workload:
 
 # --------------------------------------------------------------------------- fault scenarios
 
-_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random")
+_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader")
 _STEP_KEYS = ("at", "action", "target", "for")
 _RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
 
 
-def _target(doc: _Doc, node: yaml.Node, what: str) -> tuple[str, ...]:
+def _target(doc: YamlDoc, node: yaml.Node, what: str) -> tuple[str, ...]:
     items = doc.seq(node, what) if isinstance(node, yaml.SequenceNode) else [node]
     out = []
     for item in items:
@@ -378,7 +384,7 @@ def _target(doc: _Doc, node: yaml.Node, what: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _sites(doc: _Doc, node: yaml.Node) -> list[list[str]]:
+def _sites(doc: YamlDoc, node: yaml.Node) -> list[list[str]]:
     sites = []
     for s in doc.seq(node, "sites"):
         ids = [doc.string(x, "a site's node") for x in doc.seq(s, "a site")]
@@ -393,7 +399,28 @@ def _sites(doc: _Doc, node: yaml.Node) -> list[list[str]]:
     return sites
 
 
-def _params(doc: _Doc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
+def _links(doc: YamlDoc, node: yaml.Node) -> list[list[str]]:
+    """``[[n1, n2], ...]``: directed links (what the first sends the second is lost)."""
+    links: list[list[str]] = []
+    for item in doc.seq(node, "links"):
+        pair = doc.seq(item, "a link")
+        if len(pair) != 2:
+            raise doc.fail(item, "a link must be a pair [from, to] of node ids")
+        ids = [doc.string(x, "a link's node") for x in pair]
+        for x, xn in zip(ids, pair, strict=True):
+            if not _NODE_ID.match(x):
+                raise doc.fail(xn, f"a link names node ids like n1, got {x!r}")
+        if ids[0] == ids[1]:
+            raise doc.fail(item, f"a link joins two different nodes, got [{ids[0]}, {ids[1]}]")
+        if ids in links:
+            raise doc.fail(item, f"link [{ids[0]}, {ids[1]}] is listed twice")
+        links.append(ids)
+    if not links:
+        raise doc.fail(node, "links names no link")
+    return links
+
+
+def _params(doc: YamlDoc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
             ) -> dict[str, Any]:
     spec = ACTION_PARAMS.get(action, {})
     out: dict[str, Any] = {}
@@ -409,6 +436,8 @@ def _params(doc: _Doc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
             out[key] = doc.integer(vnode, f"{action}.{key}")
         elif kind == "target":
             out[key] = _target(doc, vnode, f"{action}.{key}")
+        elif kind == "links":
+            out[key] = _links(doc, vnode)
         else:
             out[key] = _sites(doc, vnode)
     if action == "cut" and "to" not in out:
@@ -419,6 +448,9 @@ def _params(doc: _Doc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
         if avg < 1 or var >= avg:
             raise doc.fail(m["action"][1], "slice needs average_size >= 1 and "
                                            "size_variation < average_size")
+    if action == "cut-links" and "links" not in out:
+        raise doc.fail(m["action"][1], "action 'cut-links' needs 'links' (a list of "
+                                       "[from, to] node pairs whose traffic is lost)")
     if action == "isolate-site" and "site" not in out:
         raise doc.fail(m["action"][1], "action 'isolate-site' needs 'site' (a 0-based index)")
     return out
@@ -427,7 +459,7 @@ def _params(doc: _Doc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
 def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     """Load a fault scenario. ``time_limit`` (the run's) overrides the file's own, and
     every step must fit inside whichever applies."""
-    doc, root = _compose(path)
+    doc, root = compose_yaml(path)
     m = doc.mapping(root, "a fault scenario")
     doc.check_keys(m, _FAULT_KEYS, ("name", "description"), "a fault scenario", root)
     own_limit = doc.duration(m["time_limit"][1], "time_limit") if "time_limit" in m else None
@@ -486,9 +518,15 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     if not steps and rnd is None and "schedule" in m:
         raise doc.fail(m["schedule"][1], "schedule is empty (write 'schedule: []' only with "
                                          "'random', or name the scenario 'none')")
+    leader, leader_line = None, 0
+    if "initial_leader" in m:
+        lnode = m["initial_leader"][1]
+        leader, leader_line = doc.string(lnode, "initial_leader"), lnode.start_mark.line + 1
+        if not _NODE_ID.match(leader):
+            raise doc.fail(lnode, f"initial_leader must be a node id like n1, got {leader!r}")
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
                          doc.string(m["description"][1], "description"), own_limit,
-                         tuple(steps), rnd)
+                         tuple(steps), rnd, leader, leader_line)
 
 
 def check_members(f: FaultScenario, nodes: int) -> None:
@@ -504,6 +542,8 @@ def check_members(f: FaultScenario, nodes: int) -> None:
     for step in f.schedule:
         check(step.target, step.line, "target")
         check(step.params.get("to", ()), step.line, "cut.to")
+        for link in step.params.get("links", []):
+            check(link, step.line, "a link")
         for site in step.params.get("sites", []):
             check(site, step.line, "a site")
         if step.action == "isolate-site":
@@ -514,6 +554,8 @@ def check_members(f: FaultScenario, nodes: int) -> None:
                                     f" does not exist (a datacenters step defines {n_sites})")
     if f.random is not None:
         check(f.random.targets, f.random.line, "random.targets")
+    if f.initial_leader is not None:
+        check([f.initial_leader], f.initial_leader_line, "initial_leader")
 
 
 def iter_builtin(folder: Path) -> Iterator[Path]:
@@ -536,8 +578,13 @@ def json_schema() -> dict[str, Any]:
     param_props: dict[str, Any] = {}
     for spec in ACTION_PARAMS.values():
         for k, kind in spec.items():
+            node_id = {"type": "string", "pattern": _NODE_ID.pattern}
             param_props[k] = ({"type": "integer", "minimum": 0} if kind == "int" else target
                               if kind == "target" else
+                              {"type": "array", "minItems": 1,
+                               "items": {"type": "array", "items": node_id, "minItems": 2,
+                                         "maxItems": 2}}
+                              if kind == "links" else
                               {"type": "array", "items": {"type": "array",
                                                           "items": {"type": "string"}}})
     step = {"type": "object", "additionalProperties": False, "required": ["at", "action"],
@@ -574,6 +621,7 @@ def json_schema() -> dict[str, Any]:
         "properties": {
             "name": {"type": "string"}, "description": {"type": "string"},
             "time_limit": duration,
+            "initial_leader": {"type": "string", "pattern": _NODE_ID.pattern},
             "schedule": {"type": "array", "items": step},
             "random": {"type": "object", "additionalProperties": False,
                        "required": ["interval", "duration", "actions"],

@@ -8,7 +8,8 @@ Definitions (the page repeats them where it shows the numbers):
 * *Time to first ok* from a moment t: from t until the completion of the first ``ok``
   operation invoked at or after t (a fresh request, not one already in flight).
 * *Recovery time* of a run: the worst time to first ok from a healing, over its faults.
-* A fault *bit* when it hit the leader, split the quorum, moved leadership, or cut
+* A fault *bit* when it hit the leader, split the quorum, moved leadership, left a
+  member it touched at least :data:`LAG_S` behind the cluster's commit index, or cut
   throughput to under half (or raised the median latency to over twice) its fault-free
   level.
 """
@@ -27,6 +28,7 @@ from lab.report.rundir import Fault, Operation, RunData
 NS = 1_000_000_000
 DIP_RATIO = 0.5  # throughput below this share of the fault-free rate is a dip
 SLOW_RATIO = 2.0  # a median latency above this multiple of the fault-free one is a rise
+LAG_S = 1.0  # a member this long from reaching the cluster's commit index fell behind
 
 
 @dataclass
@@ -110,6 +112,27 @@ class ClusterView:
         i, j = bisect.bisect_left(self.times, lo), bisect.bisect_right(self.times, hi)
         return self.leaders[i:j]
 
+    def max_lag(self, node: str, lo: int, hi: int) -> float | None:
+        """The longest ``node`` took (s) to reach the highest commit index any member
+        reported in a poll within [lo, hi]; ``None`` without polls of it."""
+        mine = self.commits.get(node, [])
+        if not mine:
+            return None
+        best: dict[int, int] = {}
+        for series in self.commits.values():
+            for t, c in series:
+                if lo <= t <= hi and c > best.get(t, -1):
+                    best[t] = c
+        lag = 0.0
+        times, values = [t for t, _ in mine], [c for _, c in mine]
+        for t, c in best.items():
+            k = bisect.bisect_left(times, t)
+            while k < len(values) and values[k] < c:
+                k += 1
+            reached = times[k] if k < len(times) else max(times[-1], hi)
+            lag = max(lag, (reached - t) / NS)
+        return lag
+
     def commit_progress(self, node: str, lo: int, hi: int) -> tuple[int, int] | None:
         """(first, last) commit index the node reported within [lo, hi]."""
         seen = [c for t, c in self.commits.get(node, []) if lo <= t <= hi]
@@ -142,6 +165,7 @@ class Impact:
     quorum_split: bool = False
     notes: list[str] = field(default_factory=list)
     moved: bool = False  # leadership changed hands during it (or within a second after)
+    lagged: list[str] = field(default_factory=list)  # members it left LAG_S behind
     dipped: bool = False
     slowed: bool = False
     bit: bool = False
@@ -194,18 +218,25 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
     imp.ok_rate = tl.ok_rate([(f.start, end)])
     imp.median_ms = tl.median_latency([(f.start, end)])
     imp.leader_before = cv.leader_at(f.start)[0]
-    touched = set(f.nodes) | {n for link in f.links for n in link}
+    # The fault's targets; a fault given only as links touches their endpoints.
+    touched = set(f.nodes) if f.nodes else {n for link in f.links for n in link}
     imp.leader_hit = imp.leader_before is not None and imp.leader_before in touched
     imp.leaders_during = _distinct(n for n, _ in cv.leaders_between(f.start, end + NS))
     imp.cut_off = _without_quorum(f, members)
-    imp.quorum_split = bool(imp.cut_off)
     imp.notes = _commit_notes(imp, cv, members)
+    # A split shows when the cut-off side stops committing (or cannot even be polled).
+    imp.quorum_split = bool(imp.cut_off) and any(
+        (p := cv.commit_progress(n, f.start + NS // 2, end)) is None or p[1] == p[0]
+        for n in imp.cut_off)
     imp.moved = any(n is not None and n != imp.leader_before for n in imp.leaders_during)
     imp.dipped = (base_rate is not None and imp.ok_rate is not None
                   and imp.ok_rate < DIP_RATIO * base_rate)
     imp.slowed = (base_ms is not None and imp.median_ms is not None
                   and imp.median_ms > SLOW_RATIO * base_ms)
-    imp.bit = imp.leader_hit or imp.quorum_split or imp.moved or imp.dipped or imp.slowed
+    imp.lagged = [n for n in sorted(touched) if (lag := cv.max_lag(n, f.start, end)) is not None
+                  and lag >= LAG_S]
+    imp.bit = (imp.leader_hit or imp.quorum_split or imp.moved or imp.dipped or imp.slowed
+               or bool(imp.lagged))
     return imp
 
 
@@ -265,6 +296,7 @@ def _bite(impacts: list[Impact], cv: ClusterView, base_rate: float | None,
     moved = [i for i in impacts if i.moved]
     dipped = [i for i in impacts if i.dipped]
     slowed = [i for i in impacts if i.slowed]
+    lagged = [i for i in impacts if i.lagged]
     reigns = _distinct(f"{n} (term {t})" for n, t in cv.leaders if n is not None)
     answers = [
         ("Was the leader hit?", _yes(hit),
@@ -276,6 +308,10 @@ def _bite(impacts: list[Impact], cv: ClusterView, base_rate: float | None,
          or "every member could reach a majority throughout"),
         ("Did leadership move?", _yes(moved),
          " \u2192 ".join(reigns) if reigns else "no cluster polls recorded"),
+        ("Did a member fall behind?", _yes(lagged),
+         _list(lagged, lambda i: f"{i.fault.label}: {', '.join(i.lagged)} "
+                                 f"{LAG_S:g} s or more behind the commit index")
+         or "every member it touched kept up with the commit index"),
         ("Did throughput dip?", _yes(dipped), _rate_detail(impacts, dipped, base_rate)),
         ("Did latency rise?", _yes(slowed),
          _list(slowed, lambda i: f"{i.fault.label}: median {i.median_ms:.1f} ms")
@@ -285,6 +321,7 @@ def _bite(impacts: list[Impact], cv: ClusterView, base_rate: float | None,
     effects = [what for what, items in (("the leader was hit", hit),
                                         ("the quorum was split", split),
                                         ("leadership moved", moved),
+                                        ("a member fell behind", lagged),
                                         ("throughput dipped", dipped),
                                         ("latency rose", slowed)) if items]
     bitten = [i for i in impacts if i.bit]
@@ -293,8 +330,8 @@ def _bite(impacts: list[Impact], cv: ClusterView, base_rate: float | None,
                 f"({len(bitten)} of {len(impacts)} faults had a visible effect).")
     else:
         head = (f"The faults never bit: none of the {len(impacts)} faults hit the leader, split "
-                "the quorum, moved leadership or slowed the cluster down, so this run says "
-                "little about how the system copes with them.")
+                "the quorum, moved leadership, left a member behind or slowed the cluster "
+                "down, so this run says little about how the system copes with them.")
     return Bite(head, bool(bitten), answers)
 
 

@@ -1,0 +1,82 @@
+"""Runs that mean something: a valid verdict stands only when the faults bit and enough
+operations succeeded; otherwise the run is ``unknown`` with the reason, and every fault's
+evidence is in ``results.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from test_report import FAULT, MS, Synth, write_run
+
+from lab.run import check_run
+
+
+def reschedule(d: Path, node: str) -> None:
+    """Make the run's one fault an isolation of ``node`` instead of n1 (the leader)."""
+    others = [n for n in ("n1", "n2", "n3") if n != node]
+    links = [[node, o] for o in others] + [[o, node] for o in others]
+    rows = [{"time": FAULT[0], "offset_s": 2.0, "phase": "start", "action": "isolate",
+             "fault": 1, "nodes": [node], "links": links},
+            {"time": FAULT[1], "offset_s": 3.0, "phase": "end", "action": "isolate",
+             "fault": 1, "nodes": [node]}]
+    (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def steady_polls(d: Path, stuck: str | None = None) -> None:
+    """n1 leads throughout; ``stuck`` (if any) stops committing during the fault."""
+    rows: list[dict[str, Any]] = []
+    polls = [json.loads(line) for line in (d / "cluster.jsonl").read_text().splitlines()]
+    for p in polls:
+        t = p["time"]
+        c = 10 + t // (25 * MS)
+        if p["node"] == stuck and FAULT[0] <= t < FAULT[1] + 500 * MS:
+            c = 10 + FAULT[0] // (25 * MS)
+        rows.append({**p, "role": "leader" if p["node"] == "n1" else "follower", "term": 1,
+                     "leader": "n1", "commit": c, "applied": c})
+    (d / "cluster.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_fault_on_the_leader_bites_and_valid_stands(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800))
+    r = json.loads((d / "results.json").read_text())
+    assert r["verdict"] == "valid", r["verdict_reason"]
+    [ev] = r["evidence"]["faults"]
+    assert ev["leader_hit"] and ev["bit"] and ev["leader_before"] == "n1"
+    assert r["evidence"]["faults_bit"] is True
+
+
+def test_a_fault_that_never_bit_makes_the_run_unknown(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
+    reschedule(d, "n3")
+    steady_polls(d)
+    r = check_run(d)
+    assert r["verdict"] == "unknown"
+    assert r["verdict_reason"].startswith("The faults never bit")
+    [ev] = r["evidence"]["faults"]
+    assert not ev["leader_hit"] and not ev["bit"] and not ev["fell_behind"]
+
+
+def test_a_member_left_behind_counts_as_a_bite(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
+    reschedule(d, "n3")
+    steady_polls(d, stuck="n3")
+    r = check_run(d)
+    assert r["verdict"] == "valid", r["verdict_reason"]
+    assert r["evidence"]["faults"][0]["fell_behind"] == ["n3"]
+
+
+def test_too_few_ok_operations_make_the_run_unknown(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(12))
+    r = json.loads((d / "results.json").read_text())
+    assert r["verdict"] == "unknown" and "too few successful operations" in r["verdict_reason"]
+
+
+def test_an_anomaly_is_never_downgraded(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(10, outage=False).stale_read(),
+                  check=False)
+    reschedule(d, "n3")
+    steady_polls(d)
+    r = check_run(d)
+    assert r["verdict"] == "invalid"

@@ -54,6 +54,7 @@ class RunOptions:
     system: str = "raftkv"
     command: list[str] = field(default_factory=list)
     live: bool | None = None  # live progress line; None = when stdout is a terminal
+    replay_of: str | None = None  # the run directory this run replays (``--replay``)
 
 
 def run_dir_for(out: Path, w: Workload, f: FaultScenario, seed: int) -> Path:
@@ -143,6 +144,8 @@ class Experiment:
             "workload": {k: v for k, v in dataclasses.asdict(self.w).items()},
             "faults": _plain(dataclasses.asdict(self.f)),
         }
+        if self.opts.replay_of is not None:
+            resolved["replay_of"] = self.opts.replay_of
         (self.dir / "scenario.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     # ------------------------------------------------------------------ the run
@@ -228,6 +231,10 @@ class Experiment:
             log.error(self.exit_reason)
             return
         log.info("leader %s elected", leader)
+        if self.f.initial_leader is not None and leader != self.f.initial_leader:
+            self.phase = f"moving leadership to {self.f.initial_leader}"
+            leader = await self._steer_leader(cluster, leader, self.f.initial_leader)
+        self.initial_leader = leader
         addrs = {mid: net.client_addr(mid) for mid in cluster.members}
         if self.w.model == "bank" and not await self._setup_bank(addrs):
             self.exit_reason = "harness error: could not write the bank's initial balances"
@@ -254,6 +261,32 @@ class Experiment:
             await self._final_phase(addrs)
             await observer.poll_once()
             bg.cancel_scope.cancel()
+
+    async def _steer_leader(self, cluster: SystemCluster, leader: str, want: str) -> str:
+        """Make ``want`` the leader before the clients start (a scenario's
+        ``initial_leader``): pause whoever else leads until another member is elected,
+        then resume it; a few rounds at most. Returns the leader in the end, ``want`` or
+        not (a run whose leader could not be moved still runs)."""
+        deadline = trio.current_time() + 20.0
+        for _ in range(8):
+            if leader == want or want not in cluster.members \
+                    or trio.current_time() > deadline:
+                break
+            cluster.signal(leader, signal.SIGSTOP)
+            try:
+                with trio.move_on_after(5.0):
+                    await cluster.wait_leader(timeout=5.0, exclude=[leader])
+            except trio.TooSlowError:
+                pass
+            finally:
+                cluster.signal(leader, signal.SIGCONT)
+            try:
+                leader = await cluster.wait_leader(timeout=10.0)
+            except trio.TooSlowError:
+                break
+        (log.info if leader == want else log.warning)(
+            "initial leader: wanted %s, got %s", want, leader)
+        return leader
 
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
@@ -365,6 +398,11 @@ class Experiment:
             "nemesis_events": h.nemesis_events,
             "leaders": [{"term": t, "leader": n} for t, n in observer.leaders_seen],
             "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
+            # history time (s) the scenario's offsets count from (clients and nemesis start)
+            "initial_leader": getattr(self, "initial_leader", None),  # when clients started
+            "schedule_origin_s": (round(nemesis.origin_ns / 1e9, 6)
+                                  if nemesis is not None and nemesis.origin_ns is not None
+                                  else None),
             "leftovers": leftovers,
             "nothing_left_behind": not leftovers.get("processes") and not leftovers.get("ports"),
         }
@@ -409,6 +447,35 @@ def checker_options(scenario: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return model, options
 
 
+MIN_OK = 20  # a run with fewer ok client operations than this is too weak to mean much
+
+
+def _weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
+    """Why a run that checked out valid still says little, if it does: too few ``ok``
+    operations, or faults that never bit (none hit the leader, split the quorum, moved
+    leadership, left a member behind, or dented throughput or latency). Records the
+    evidence of every fault in ``results["evidence"]``."""
+    from lab.report.analysis import analyse
+    from lab.report.rundir import load_run
+
+    facts = analyse(load_run(run_dir))
+    results["evidence"] = {
+        "faults_bit": facts.bite.bit, "summary": facts.bite.headline,
+        "faults": [{"fault": i.fault.label, "leader_before": i.leader_before,
+                    "leader_hit": i.leader_hit, "quorum_split": i.quorum_split,
+                    "cut_off": i.cut_off, "notes": i.notes, "leadership_moved": i.moved,
+                    "fell_behind": i.lagged, "throughput_dipped": i.dipped,
+                    "latency_rose": i.slowed, "bit": i.bit,
+                    "unavailable_s": i.unavailable_s,
+                    "first_ok_after_heal_s": i.first_ok_from_heal_s} for i in facts.impacts]}
+    ok = int(results.get("counts", {}).get("ok", 0))
+    if ok < MIN_OK:
+        return f"too few successful operations to mean anything ({ok} ok, fewer than {MIN_OK})"
+    if facts.bite.bit is False:
+        return facts.bite.headline
+    return None
+
+
 def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Check a run's history against its workload's model and record the outcome in
     ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
@@ -425,12 +492,14 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     outcome = check_history(read_history(run_dir / "history.jsonl"), model,
                             time_limit=time_limit, options=options)
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
-    verdict = outcome.verdict
-    if results.get("partial") and verdict == "valid":
-        verdict = "unknown"  # a cut-short run proves nothing good, though it can prove bad
-        results["verdict_reason"] = f"the run ended early ({results.get('exit_reason')})"
-    else:
-        results["verdict_reason"] = outcome.reason
+    verdict, reason = outcome.verdict, outcome.reason
+    weak = _weakness(run_dir, results)
+    if verdict == "valid" and results.get("partial"):
+        # A cut-short run proves nothing good, though it can prove bad.
+        verdict, reason = "unknown", f"the run ended early ({results.get('exit_reason')})"
+    elif verdict == "valid" and weak:
+        verdict, reason = "unknown", weak
+    results["verdict_reason"] = reason
     results["verdict"] = verdict
     results_path.write_text(json.dumps(results, indent=2, default=str))
     return results

@@ -99,9 +99,11 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return 2
-    from lab.systems import system_problem
+    from lab.run import _ms
+    from lab.systems import system_problem, timing_problem
 
-    why_not = system_problem(a.system, workload.model)
+    why_not = system_problem(a.system, workload.model) or timing_problem(
+        a.system, _ms(faults.election_timeout), _ms(faults.heartbeat))
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return 2

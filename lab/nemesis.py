@@ -108,7 +108,7 @@ class Nemesis:
             target = (self.rng.choice(r.targets),)
             params = {"ms": 100, "jitter": 50} if action == "latency" else {}
             if action == "bandwidth":
-                params = {"rate": 10}
+                params = {"rate": 1}  # KB/s: slower than any workload here writes
             fault = await self.apply(action, target, params)
             if fault is not None:
                 await trio.sleep(duration)

@@ -81,6 +81,8 @@ class Resolved:
     faults_name: str
     faults_description: str
     timed: tuple[tuple[int, float], ...]  # (line, at) of the scenario's timed steps
+    election_timeout: float | None = None  # the scenario's timing (seconds), if it set one
+    heartbeat: float | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,17 @@ def read_resolved(path: Path) -> Resolved:
         faults_description=" ".join(doc.string(fm["description"][1],
                                                "faults.description").split()),
         timed=tuple(timed),
+        election_timeout=_seconds(doc, fm, "election_timeout"),
+        heartbeat=_seconds(doc, fm, "heartbeat"),
     )
+
+
+def _seconds(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]], key: str
+             ) -> float | None:
+    if key not in fm or (isinstance(fm[key][1], yaml.ScalarNode)
+                         and fm[key][1].tag == "tag:yaml.org,2002:null"):
+        return None
+    return doc.number(fm[key][1], f"faults.{key}")
 
 
 _WORKLOAD_MIN = {"keys": 1, "clients": 1, "txn_min": 1, "txn_max": 1, "accounts": 2,
@@ -462,7 +474,9 @@ def load_replay(run_dir: Path) -> ReplayPlan:
                            f"Replay of {run_dir}: the faults of its schedule.jsonl at their "
                            "recorded offsets, on their recorded nodes and links.",
                            resolved.time_limit, tuple(steps),
-                           initial_leader=initial_leader(results, resolved.nodes))
+                           initial_leader=initial_leader(results, resolved.nodes),
+                           election_timeout=resolved.election_timeout,
+                           heartbeat=resolved.heartbeat)
     skipped = sum(1 for _, rec in records if rec.get("phase") == "skipped")
     return ReplayPlan(run_dir, resolved, faults, origin, origin_from, skipped)
 
@@ -496,13 +510,18 @@ def _plain(v: Any) -> Any:
 
 def faults_yaml(name: str, description: str, steps: Sequence[Step],
                 time_limit: float | None, header: str = "",
-                initial_leader: str | None = None) -> str:
+                initial_leader: str | None = None,
+                timing: tuple[float | None, float | None] = (None, None)) -> str:
     """A fault-scenario file of plain timed steps (``lab.scenario.load_faults`` reads it)."""
     doc: dict[str, Any] = {"name": name, "description": description}
     if time_limit is not None:
         doc["time_limit"] = duration_text(time_limit)
     if initial_leader is not None:
         doc["initial_leader"] = initial_leader
+    if any(t is not None for t in timing):
+        doc["timing"] = {k: duration_text(t) for k, t in zip(("election", "heartbeat"),
+                                                             timing, strict=True)
+                         if t is not None}
     if steps:
         doc["schedule"] = [step_dict(s) for s in steps]
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=96)

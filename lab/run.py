@@ -157,8 +157,11 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(self.dir / "history.jsonl")
+        timing = {"election_ms": _ms(self.f.election_timeout),
+                  "heartbeat_ms": _ms(self.f.heartbeat)}
         system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
-                             bugs=self.opts.bugs)
+                             bugs=self.opts.bugs,
+                             options={k: v for k, v in timing.items() if v is not None})
         cluster = system.cluster
         self.client_factory: ClientFactory = system.client
         self.version = cluster.version()
@@ -408,6 +411,10 @@ class Experiment:
         }
         (self.dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
         return results
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, round(seconds * 1000))
 
 
 def _describe(e: BaseException) -> str:

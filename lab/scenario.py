@@ -143,6 +143,10 @@ class FaultScenario:
     # pin the leader the recorded run had, so faults on node ids hit the same roles).
     initial_leader: str | None = None
     initial_leader_line: int = 0
+    # Election timeout and heartbeat for the members (seconds; None: the system's lab
+    # default), e.g. shorter for faster experiments: ``timing: {election: 300ms, ...}``.
+    election_timeout: float | None = None
+    heartbeat: float | None = None
 
 
 # --------------------------------------------------------------------------- node tree
@@ -365,7 +369,8 @@ def load_workload(path: Path) -> Workload:
 
 # --------------------------------------------------------------------------- fault scenarios
 
-_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader")
+_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader",
+               "timing")
 _STEP_KEYS = ("at", "action", "target", "for")
 _RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
 
@@ -524,9 +529,28 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
         leader, leader_line = doc.string(lnode, "initial_leader"), lnode.start_mark.line + 1
         if not _NODE_ID.match(leader):
             raise doc.fail(lnode, f"initial_leader must be a node id like n1, got {leader!r}")
+    election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
                          doc.string(m["description"][1], "description"), own_limit,
-                         tuple(steps), rnd, leader, leader_line)
+                         tuple(steps), rnd, leader, leader_line, election, heartbeat)
+
+
+def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
+    """``timing: {election: 300ms, heartbeat: 50ms}``: both optional, election at least
+    five heartbeats (etcd's rule; raftkv's too), each from 10 ms to 60 s."""
+    m = doc.mapping(node, "timing")
+    doc.check_keys(m, ("election", "heartbeat"), (), "timing", node)
+    got: dict[str, float] = {}
+    for key, (_, v) in m.items():
+        seconds = doc.duration(v, f"timing.{key}")
+        if not 0.01 <= seconds <= 60:
+            raise doc.fail(v, f"timing.{key} must be from 10ms to 60s, got {seconds:g}s")
+        got[key] = seconds
+    e, h = got.get("election"), got.get("heartbeat")
+    if e is not None and h is not None and e < 5 * h:
+        raise doc.fail(node, f"timing: election ({e:g}s) must be at least 5 x heartbeat "
+                             f"({h:g}s)")
+    return e, h
 
 
 def check_members(f: FaultScenario, nodes: int) -> None:
@@ -622,6 +646,8 @@ def json_schema() -> dict[str, Any]:
             "name": {"type": "string"}, "description": {"type": "string"},
             "time_limit": duration,
             "initial_leader": {"type": "string", "pattern": _NODE_ID.pattern},
+            "timing": {"type": "object", "additionalProperties": False,
+                       "properties": {"election": duration, "heartbeat": duration}},
             "schedule": {"type": "array", "items": step},
             "random": {"type": "object", "additionalProperties": False,
                        "required": ["interval", "duration", "actions"],

@@ -273,7 +273,8 @@ class ProcessRunner:
                            f"The smallest scenario found that still failed, shrunk from "
                            f"{self.plan.source}.",
                            [self.steps[i] for i in c.steps], c.time_limit, header,
-                           self.plan.faults.initial_leader)
+                           self.plan.faults.initial_leader,
+                           (self.plan.faults.election_timeout, self.plan.faults.heartbeat))
 
     def argv(self, c: Candidate, faults: Path) -> list[str]:
         r = self.plan.resolved

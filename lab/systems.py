@@ -90,11 +90,21 @@ class System:
 def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (),
                 options: Mapping[str, Any] | None = None) -> System:
     """The adapter for ``name`` (one of :data:`SYSTEMS`) with ``size`` members whose data
-    and logs go under ``base_dir``."""
+    and logs go under ``base_dir``. ``options`` common to both: ``election_ms`` and
+    ``heartbeat_ms`` (a scenario's ``timing``)."""
     if name == "raftkv":
         from lab.raftkv import RaftkvClient, RaftkvCluster
 
-        return System(RaftkvCluster(base_dir, size=size, bugs=bugs), RaftkvClient)
+        opts = dict(options or {})
+        extra: list[str] = []
+        if opts.get("election_ms") is not None:
+            extra += ["--election-timeout-ms", str(opts.pop("election_ms"))]
+        if opts.get("heartbeat_ms") is not None:
+            extra += ["--heartbeat-ms", str(opts.pop("heartbeat_ms"))]
+        if any(v is not None for v in opts.values()):
+            raise ValueError(f"unknown raftkv options {sorted(opts)}")
+        return System(RaftkvCluster(base_dir, size=size, bugs=bugs, extra_args=extra),
+                      RaftkvClient)
     if name == "etcd":
         from lab.etcd import EtcdClient, EtcdCluster
 
@@ -102,6 +112,24 @@ def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (
             raise ValueError(f"seeded bugs exist only in raftkv, not etcd: {list(bugs)}")
         return System(EtcdCluster(base_dir, size=size, options=options), EtcdClient)
     raise ValueError(f"unknown system {name!r} (expected one of: {', '.join(SYSTEMS)})")
+
+
+#: A system's election timeout and heartbeat when a scenario does not set them (ms).
+DEFAULT_TIMING = {"raftkv": (150, 50), "etcd": (1000, 100)}
+
+
+def timing_problem(name: str, election_ms: int | None, heartbeat_ms: int | None
+                   ) -> str | None:
+    """Why a scenario's ``timing`` cannot work on system ``name`` (with the system's
+    default for the half it leaves out); None if it can."""
+    e0, h0 = DEFAULT_TIMING.get(name, (None, None))
+    e, h = election_ms or e0, heartbeat_ms or h0
+    if e is None or h is None or (election_ms is None and heartbeat_ms is None):
+        return None
+    if e < 5 * h:
+        return (f"timing: an election timeout of {e} ms is under 5 x the heartbeat of {h} ms "
+                f"on {name} (set both, e.g. election 300ms and heartbeat 50ms)")
+    return None
 
 
 def system_problem(name: str, model: str | None = None) -> str | None:

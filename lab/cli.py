@@ -99,11 +99,12 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return 2
-    from lab.run import _ms
-    from lab.systems import system_problem, timing_problem
+    from lab.systems import ms, system_problem, timing_problem
 
-    why_not = system_problem(a.system, workload.model) or timing_problem(
-        a.system, _ms(faults.election_timeout), _ms(faults.heartbeat))
+    why_not = system_problem(a.system, workload.model)
+    bad_timing = timing_problem(a.system, ms(faults.election_timeout), ms(faults.heartbeat))
+    if bad_timing:
+        why_not = f"{faults.path}:{faults.timing_line}: {bad_timing}"
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return 2
@@ -289,6 +290,23 @@ def cmd_list() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``raftlab`` command. An unexpected error is the lab's own failure: it exits 3
+    (unknown), never 1, which says an anomaly was found."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("raftlab: interrupted", file=sys.stderr)
+        return 3
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print("raftlab: internal error (a lab bug: the traceback above says where); exit 3",
+              file=sys.stderr)
+        return 3
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="raftlab", description="A chaos lab for replicated systems.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="start raftkv, write, kill the leader, watch it recover")

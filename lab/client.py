@@ -73,8 +73,9 @@ class KVClient:
                 trio.lowlevel.reschedule(task, outcome.Error(ConnectionLost(why)))
 
     def _answer(self, msg: Any) -> None:
-        if isinstance(msg, dict):
-            task = self._waiting.pop(msg.get("id"), None)  # type: ignore[arg-type]
+        rid = msg.get("id") if isinstance(msg, dict) else None
+        if type(rid) is int:  # anything else answers nobody's request
+            task = self._waiting.pop(rid, None)
             if task is not None:
                 trio.lowlevel.reschedule(task, outcome.Value(msg))
 
@@ -96,14 +97,17 @@ class KVClient:
         try:
             async with self._send_lock:
                 while view:
+                    if self.closed:
+                        raise ConnectionLost("connection closed while sending")
                     await trio.lowlevel.wait_writable(self._sock)
                     try:
                         view = view[self._sock.send(view):]
                     except BlockingIOError:
                         pass
         except BaseException as e:
-            self.close()  # half a line cannot be taken back: this connection is done
-            if isinstance(e, OSError | trio.ClosedResourceError):
+            if len(view) < len(data):
+                self.close()  # half a line cannot be taken back: this connection is done
+            if isinstance(e, OSError | ValueError | trio.ClosedResourceError):
                 raise ConnectionLost(str(e) or type(e).__name__) from e
             raise
         finally:

@@ -32,7 +32,7 @@ from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
 from lab.scenario import FaultScenario, Workload
-from lab.systems import ClientFactory, SystemClient, SystemCluster, make_system
+from lab.systems import ClientFactory, SystemClient, SystemCluster, make_system, ms
 from lab.toxiclient import open_toxiproxy
 from lab.workload import Generator
 
@@ -157,8 +157,8 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(self.dir / "history.jsonl")
-        timing = {"election_ms": _ms(self.f.election_timeout),
-                  "heartbeat_ms": _ms(self.f.heartbeat)}
+        timing = {"election_ms": ms(self.f.election_timeout),
+                  "heartbeat_ms": ms(self.f.heartbeat)}
         system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
                              bugs=self.opts.bugs,
                              options={k: v for k, v in timing.items() if v is not None})
@@ -413,10 +413,6 @@ class Experiment:
         return results
 
 
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else max(1, round(seconds * 1000))
-
-
 def _describe(e: BaseException) -> str:
     while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
         e = e.exceptions[0]
@@ -500,7 +496,11 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
                             time_limit=time_limit, options=options)
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
-    weak = _weakness(run_dir, results)
+    try:
+        weak = _weakness(run_dir, results)
+    except Exception as e:  # the evidence is ours to get right; never lose the verdict
+        log.exception("gathering the faults' evidence failed")
+        weak = f"could not tell whether the faults bit ({type(e).__name__}: {e})"
     if verdict == "valid" and results.get("partial"):
         # A cut-short run proves nothing good, though it can prove bad.
         verdict, reason = "unknown", f"the run ended early ({results.get('exit_reason')})"

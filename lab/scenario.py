@@ -147,6 +147,7 @@ class FaultScenario:
     # default), e.g. shorter for faster experiments: ``timing: {election: 300ms, ...}``.
     election_timeout: float | None = None
     heartbeat: float | None = None
+    timing_line: int = 0
 
 
 # --------------------------------------------------------------------------- node tree
@@ -532,22 +533,24 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
                          doc.string(m["description"][1], "description"), own_limit,
-                         tuple(steps), rnd, leader, leader_line, election, heartbeat)
+                         tuple(steps), rnd, leader, leader_line, election, heartbeat,
+                         m["timing"][1].start_mark.line + 1 if "timing" in m else 0)
 
 
 def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
     """``timing: {election: 300ms, heartbeat: 50ms}``: both optional, election at least
-    five heartbeats (etcd's rule; raftkv's too), each from 10 ms to 60 s."""
+    five heartbeats (etcd's rule; raftkv's too), each from 10 ms to 50 s (etcd's limit),
+    in whole milliseconds."""
     m = doc.mapping(node, "timing")
     doc.check_keys(m, ("election", "heartbeat"), (), "timing", node)
     got: dict[str, float] = {}
     for key, (_, v) in m.items():
-        seconds = doc.duration(v, f"timing.{key}")
-        if not 0.01 <= seconds <= 60:
-            raise doc.fail(v, f"timing.{key} must be from 10ms to 60s, got {seconds:g}s")
+        seconds = round(doc.duration(v, f"timing.{key}"), 3)
+        if not 0.01 <= seconds <= 50:
+            raise doc.fail(v, f"timing.{key} must be from 10ms to 50s, got {seconds:g}s")
         got[key] = seconds
     e, h = got.get("election"), got.get("heartbeat")
-    if e is not None and h is not None and e < 5 * h:
+    if e is not None and h is not None and round(e * 1000) < 5 * round(h * 1000):
         raise doc.fail(node, f"timing: election ({e:g}s) must be at least 5 x heartbeat "
                              f"({h:g}s)")
     return e, h

@@ -127,13 +127,14 @@ def _scenario_file(doc: YamlDoc, node: yaml.Node, folder: str) -> str:
     for candidate in (Path(name), ROOT / name, ROOT / folder / name,
                       ROOT / folder / f"{name}.yaml"):
         if candidate.is_file():
-            return str(candidate)
+            return str(candidate.resolve())  # runs start in the project's root
     raise doc.fail(node, f"no {folder[:-1]} file {name!r} (looked in {folder}/)")
 
 
 def load_suite(path: Path) -> Suite:
     """Read and validate a suite file; raises :class:`ScenarioError` (file:line)."""
-    from lab.scenario import load_faults, load_workload
+    from lab.scenario import check_members, load_faults, load_workload
+    from lab.systems import ms, system_problem, timing_problem
 
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a suite")
@@ -166,8 +167,14 @@ def load_suite(path: Path) -> Suite:
     if not pairs:
         raise doc.fail(root, "a suite needs 'workloads' and 'faults', or 'pairs'")
     for w, f in pairs:  # every file must itself be valid before anything runs
-        load_workload(Path(w))
-        load_faults(Path(f), limit)
+        workload, faults_ = load_workload(Path(w)), load_faults(Path(f), limit)
+        check_members(faults_, nodes)
+        for system in systems:
+            why = system_problem(system, workload.model) or timing_problem(
+                system, ms(faults_.election_timeout), ms(faults_.heartbeat))
+            if why:
+                raise doc.fail(m["systems"][1] if "systems" in m else root,
+                               f"{system} with {Path(w).name} and {Path(f).name}: {why}")
     seeds_node = m["seeds"][1] if "seeds" in m else None
     if seeds_node is None:
         seeds = [1]
@@ -201,9 +208,10 @@ def classify(exit_code: int | None, results: dict[str, Any] | None) -> tuple[str
     """The category of a finished run, and why."""
     results = results or {}
     reason = str(results.get("verdict_reason") or results.get("exit_reason") or "")
-    if exit_code == 0:
+    verdict = results.get("verdict")
+    if exit_code == 0 and verdict == "valid":
         return "valid", reason
-    if exit_code == 1:
+    if exit_code == 1 and verdict == "invalid":
         return "anomaly", reason
     harness = str(results.get("exit_reason", "")).startswith("harness error")
     if exit_code == 3 and results and not harness:
@@ -252,6 +260,8 @@ class Runner:
         return self.outcomes
 
     def _stop(self, signum: int, _frame: Any) -> None:
+        if self.stopping:
+            return  # once is enough: a second signal could cut the run's own check short
         self.stopping = True
         self.say(f"nightly: {signal.Signals(signum).name}: stopping after the current run")
         if self._proc is not None and self._proc.poll() is None:
@@ -262,8 +272,10 @@ class Runner:
         t0 = time.monotonic()
         self._proc = procs.spawn(cell.argv(self.out), log_path=log, cwd=ROOT,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        left = self.suite.budget - (time.time() - self.started)
         try:
-            code: int | None = self._proc.wait(timeout=cell.time_limit * 3 + 300)
+            code: int | None = self._proc.wait(
+                timeout=max(cell.time_limit + 60, min(cell.time_limit * 3 + 300, left + 60)))
         except subprocess.TimeoutExpired:
             procs.signal_process(self._proc, signal.SIGTERM)
             try:
@@ -408,7 +420,7 @@ def run_suite_cli(name: str, out_root: Path, say: Callable[[str], None] = print)
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return 2
-    out = nightly_dir(out_root, suite.name)
+    out = nightly_dir(out_root.resolve(), suite.name)
     say(f"suite {suite.name}: {len(suite.cells)} runs planned, budget "
         f"{suite.budget / 60:g} min; results in {out}")
     runner = Runner(suite, out, say)

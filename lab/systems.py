@@ -114,6 +114,11 @@ def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (
     raise ValueError(f"unknown system {name!r} (expected one of: {', '.join(SYSTEMS)})")
 
 
+def ms(seconds: float | None) -> int | None:
+    """Seconds as whole milliseconds (None stays None)."""
+    return None if seconds is None else max(1, round(seconds * 1000))
+
+
 #: A system's election timeout and heartbeat when a scenario does not set them (ms).
 DEFAULT_TIMING = {"raftkv": (150, 50), "etcd": (1000, 100)}
 

@@ -80,3 +80,30 @@ def test_an_anomaly_is_never_downgraded(tmp_path: Path) -> None:
     steady_polls(d)
     r = check_run(d)
     assert r["verdict"] == "invalid"
+
+
+def test_a_partition_that_changed_nothing_did_not_bite(tmp_path: Path) -> None:
+    """Random halves that cut n3 off, while n3 kept committing: the cut never took."""
+    d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
+    links = [["n1", "n3"], ["n3", "n1"], ["n2", "n3"], ["n3", "n2"]]
+    rows = [{"time": FAULT[0], "offset_s": 2.0, "phase": "start",
+             "action": "partition-random-halves", "fault": 1, "nodes": [], "links": links},
+            {"time": FAULT[1], "offset_s": 3.0, "phase": "end",
+             "action": "partition-random-halves", "fault": 1, "nodes": []}]
+    (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    steady_polls(d)
+    r = check_run(d)
+    assert r["verdict"] == "unknown", r["evidence"]
+    assert not r["evidence"]["faults"][0]["bit"]
+    steady_polls(d, stuck="n3")  # now the cut-off side stops committing: it bit
+    assert check_run(d)["verdict"] == "valid"
+
+
+def test_faults_that_were_all_skipped_did_not_bite(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
+    rows = [{"time": FAULT[0], "offset_s": 2.0, "phase": "skipped", "action": "kill",
+             "fault": 1, "nodes": [], "reason": "target ('leader',) resolved to no node"}]
+    (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    steady_polls(d)
+    r = check_run(d)
+    assert r["verdict"] == "unknown" and "skipped" in r["verdict_reason"], r["verdict_reason"]

@@ -88,8 +88,10 @@ def test_bad_suite_on_the_command_line_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("code, results, category", [
-    (0, {"verdict_reason": "fine"}, "valid"),
-    (1, {"verdict_reason": "lost"}, "anomaly"),
+    (0, {"verdict": "valid", "verdict_reason": "fine"}, "valid"),
+    (1, {"verdict": "invalid", "verdict_reason": "lost"}, "anomaly"),
+    (1, {"exit_reason": "completed"}, "harness error"),  # a crash, not a verdict
+    (1, None, "harness error"),
     (3, {"exit_reason": "completed", "verdict_reason": "faults never bit"}, "unknown"),
     (3, {"exit_reason": "harness error: no leader"}, "harness error"),
     (3, None, "harness error"),
@@ -139,8 +141,9 @@ def test_runner_keeps_going_and_sorts_results(tmp_path: Path, monkeypatch: pytes
         "print('run directory:', d, flush=True)\n"
         "code = int(sys.argv[2])\n"
         "if code == 70: raise SystemExit(70)\n"
+        "verdict = {0: 'valid', 1: 'invalid'}.get(code, 'unknown')\n"
         "(d / 'results.json').write_text(json.dumps({'exit_reason': 'completed', "
-        "'verdict_reason': 'because', 'counts': {'ok': 5}}))\n"
+        "'verdict': verdict, 'verdict_reason': 'because', 'counts': {'ok': 5}}))\n"
         "raise SystemExit(code)\n")
     codes = iter([0, 1, 70, 3])
 

@@ -203,7 +203,12 @@ def analyse(run: RunData) -> Facts:
     impacts = [_impact(f, tl, cv, members, base_rate, base_ms) for f in faults]
     heal_times = [i.first_ok_from_heal_s for i in impacts if i.first_ok_from_heal_s is not None]
     rate = tl.ok_rate([(lo, hi)]) if hi > lo else None
-    return Facts(impacts, _bite(impacts, cv, base_rate, base_ms), base_rate, base_ms, rate,
+    bite = _bite(impacts, cv, base_rate, base_ms)
+    skipped = [f for f in run.faults if f.skipped is not None]
+    if not impacts and skipped:  # a scenario with faults, none of which ever started
+        bite = Bite(f"The faults never bit: all {len(skipped)} fault steps were skipped "
+                    f"({skipped[0].skipped}).", False, [])
+    return Facts(impacts, bite, base_rate, base_ms, rate,
                  max(heal_times) if heal_times else None)
 
 
@@ -218,11 +223,12 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
     imp.ok_rate = tl.ok_rate([(f.start, end)])
     imp.median_ms = tl.median_latency([(f.start, end)])
     imp.leader_before = cv.leader_at(f.start)[0]
-    # The fault's targets; a fault given only as links touches their endpoints.
-    touched = set(f.nodes) if f.nodes else {n for link in f.links for n in link}
-    imp.leader_hit = imp.leader_before is not None and imp.leader_before in touched
     imp.leaders_during = _distinct(n for n, _ in cv.leaders_between(f.start, end + NS))
     imp.cut_off = _without_quorum(f, members)
+    # The fault's targets; a shape given only as links (random halves, a ring, ...) hits
+    # the members it cut off from a majority.
+    touched = set(f.nodes) if f.nodes else set(imp.cut_off)
+    imp.leader_hit = imp.leader_before is not None and imp.leader_before in touched
     imp.notes = _commit_notes(imp, cv, members)
     # A split shows when the cut-off side stops committing (or cannot even be polled).
     imp.quorum_split = bool(imp.cut_off) and any(
@@ -235,8 +241,10 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
                   and imp.median_ms > SLOW_RATIO * base_ms)
     imp.lagged = [n for n in sorted(touched) if (lag := cv.max_lag(n, f.start, end)) is not None
                   and lag >= LAG_S]
-    imp.bit = (imp.leader_hit or imp.quorum_split or imp.moved or imp.dipped or imp.slowed
-               or bool(imp.lagged))
+    # Evidence, not intent: a killed or paused leader is down for sure; any other fault
+    # bit only if the cluster showed it (a split, a new leader, a member behind, a dent).
+    imp.bit = ((imp.leader_hit and f.kind == "process") or imp.quorum_split or imp.moved
+               or imp.dipped or imp.slowed or bool(imp.lagged))
     return imp
 
 

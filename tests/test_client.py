@@ -1,0 +1,119 @@
+"""The lab's JSON-lines client (``lab/client.py``) against a scripted server on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+from lab.client import ConnectionLost, connect
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def serve(nursery: trio.Nursery, handler: Handler) -> int:
+    listeners = await nursery.start(
+        lambda task_status=trio.TASK_STATUS_IGNORED: trio.serve_tcp(
+            handler, 0, host="127.0.0.1", task_status=task_status))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def lines(stream: trio.SocketStream) -> list[dict[str, object]]:
+    buf = b""
+    while b"\n" not in buf:
+        data = await stream.receive_some(65536)
+        if not data:
+            break
+        buf += data
+    return [json.loads(x) for x in buf.split(b"\n") if x]
+
+
+def run(test: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            with trio.fail_after(10):
+                await test(n)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_answers_match_requests_by_id_and_junk_ids_are_ignored() -> None:
+    async def echo(stream: trio.SocketStream) -> None:
+        while reqs := await lines(stream):
+            out = b""
+            for r in reversed(reqs):  # out of order, after two answers nobody asked for
+                out += b'{"id":[1],"ok":true}\n{"id":"x","ok":true}\n'
+                out += json.dumps({"id": r["id"], "ok": True, "value": r["key"]}).encode()
+                out += b"\n"
+            await stream.send_all(out)
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, echo)
+        async with connect("127.0.0.1", port) as c:
+            assert (await c.call({"op": "read", "key": "a"}))["value"] == "a"
+            got: dict[str, object] = {}
+
+            async def one(k: str) -> None:
+                got[k] = (await c.call({"op": "read", "key": k}))["value"]
+
+            async with trio.open_nursery() as inner:
+                for k in "bcdef":
+                    inner.start_soon(one, k)
+            assert got == {k: k for k in "bcdef"}
+
+    run(test)
+
+
+def test_a_timeout_leaves_the_connection_usable() -> None:
+    async def slow_first(stream: trio.SocketStream) -> None:
+        first = True
+        while reqs := await lines(stream):
+            for r in reqs:
+                if first:
+                    first = False
+                    continue  # never answered
+                await stream.send_all(json.dumps({"id": r["id"], "ok": True}).encode() + b"\n")
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, slow_first)
+        async with connect("127.0.0.1", port) as c:
+            with pytest.raises(trio.TooSlowError):
+                await c.call({"op": "read", "key": "a"}, timeout=0.2)
+            assert not c.closed
+            assert (await c.call({"op": "read", "key": "a"}, timeout=2))["ok"] is True
+
+    run(test)
+
+
+def test_a_peer_that_hangs_up_gives_connection_lost() -> None:
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await lines(stream)
+        await stream.aclose()
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, hang_up)
+        async with connect("127.0.0.1", port) as c:
+            with pytest.raises(ConnectionLost):
+                await c.call({"op": "write", "key": "a", "value": 1}, timeout=5)
+            with pytest.raises(ConnectionLost):
+                await c.call({"op": "read", "key": "a"}, timeout=5)
+
+    run(test)
+
+
+def test_garbage_from_the_peer_is_connection_lost_not_a_crash() -> None:
+    async def garbage(stream: trio.SocketStream) -> None:
+        await lines(stream)
+        await stream.send_all(b"\xff\xfe not json\n")
+        await trio.sleep(5)
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, garbage)
+        async with connect("127.0.0.1", port) as c:
+            with pytest.raises(ConnectionLost):
+                await c.call({"op": "read", "key": "a"}, timeout=5)
+
+    run(test)

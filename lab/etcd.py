@@ -43,7 +43,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -316,7 +315,7 @@ class EtcdMember:
 
 
 @dataclass
-class EtcdCluster:
+class EtcdCluster(procs.MemberProcesses):
     """N etcd members on loopback, each in its own mount namespace whose ``/etc/hosts``
     sends member i's traffic for member j to ``dial(i, j)`` (the proxy of link i->j in the
     lab; j itself when ``dial`` is None)."""
@@ -422,36 +421,8 @@ class EtcdCluster:
         for mid in self.members:
             self.start(mid)
 
-    def signal(self, mid: str, sig: int) -> None:
-        p = self.members[mid].proc
-        if p is not None:
-            procs.signal_process(p, sig)
-
-    async def kill(self, mid: str) -> None:
-        """SIGKILL and reap."""
-        p = self.members[mid].proc
-        if p is not None:
-            self.signal(mid, signal.SIGCONT)
-            procs.signal_process(p, signal.SIGKILL)
-            await trio.to_thread.run_sync(p.wait)
-
-    async def stop(self, mid: str, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        p = self.members[mid].proc
-        if p is None or p.poll() is not None:
-            return
-        self.signal(mid, signal.SIGCONT)
-        procs.signal_process(p, signal.SIGTERM)
-        with trio.move_on_after(grace):
-            while p.poll() is None:
-                await trio.sleep(0.02)
-        if p.poll() is None:
-            await self.kill(mid)
-
     async def stop_all(self) -> None:
-        async with trio.open_nursery() as n:
-            for mid in self.members:
-                n.start_soon(self.stop, mid)
+        await self.stop_members()
         self._pool.close()
         await trio.to_thread.run_sync(self.sparsify)
 
@@ -465,16 +436,6 @@ class EtcdCluster:
                 for f in sorted((m.data_dir / "member" / "wal").glob("*")):
                     if f.suffix in (".wal", ".tmp"):
                         _punch_zero_blocks(f)
-
-    def alive(self, mid: str) -> bool:
-        p = self.members[mid].proc
-        return p is not None and p.poll() is None
-
-    def pids(self) -> list[int]:
-        return [m.proc.pid for m in self.members.values() if m.proc is not None]
-
-    def ports(self) -> list[int]:
-        return [port for m in self.members.values() for port in (m.peer[1], m.client[1])]
 
     # ------------------------------------------------------------------ status
 

@@ -13,8 +13,10 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
+import trio
 
 _PR_SET_PDEATHSIG = 1
 
@@ -90,3 +92,53 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         for s in socks:
             s.close()
     return ports
+
+
+class MemberProcesses:
+    """The process side of a system adapter's cluster: signal, kill, stop, ask whether a
+    member runs, and list the pids and ports. ``members`` maps ids to objects with a
+    ``proc`` (the member's ``Popen`` or None), ``peer`` and ``client`` addresses."""
+
+    members: Any
+
+    def signal(self, mid: str, sig: int) -> None:
+        p = self.members[mid].proc
+        if p is not None:
+            signal_process(p, sig)
+
+    async def kill(self, mid: str) -> None:
+        """SIGKILL (after SIGCONT, in case it is paused) and reap."""
+        p = self.members[mid].proc
+        if p is not None:
+            self.signal(mid, signal.SIGCONT)
+            signal_process(p, signal.SIGKILL)
+            await trio.to_thread.run_sync(p.wait)
+
+    async def stop(self, mid: str, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        p = self.members[mid].proc
+        if p is None or p.poll() is not None:
+            return
+        self.signal(mid, signal.SIGCONT)
+        signal_process(p, signal.SIGTERM)
+        with trio.move_on_after(grace):
+            while p.poll() is None:
+                await trio.sleep(0.02)
+        if p.poll() is None:
+            await self.kill(mid)
+
+    async def stop_members(self) -> None:
+        """Stop every member at once (SIGTERM, SIGKILL after the grace period)."""
+        async with trio.open_nursery() as n:
+            for mid in self.members:
+                n.start_soon(self.stop, mid)
+
+    def alive(self, mid: str) -> bool:
+        p = self.members[mid].proc
+        return p is not None and p.poll() is None
+
+    def pids(self) -> list[int]:
+        return [m.proc.pid for m in self.members.values() if m.proc is not None]
+
+    def ports(self) -> list[int]:
+        return [port for m in self.members.values() for port in (m.peer[1], m.client[1])]

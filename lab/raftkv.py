@@ -6,7 +6,6 @@ over TCP, exactly like any other system under test.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ class Member:
 
 
 @dataclass
-class RaftkvCluster:
+class RaftkvCluster(procs.MemberProcesses):
     """N raftkv members on loopback. ``dial(i, j)`` says which address member i uses to
     reach member j (the member itself by default; a proxy of the directed link i->j in
     the lab)."""
@@ -91,46 +90,8 @@ class RaftkvCluster:
         for mid in self.members:
             self.start(mid)
 
-    def signal(self, mid: str, sig: int) -> None:
-        p = self.members[mid].proc
-        if p is not None:
-            procs.signal_process(p, sig)
-
-    async def kill(self, mid: str) -> None:
-        """SIGKILL and reap."""
-        p = self.members[mid].proc
-        if p is not None:
-            self.signal(mid, signal.SIGCONT)
-            procs.signal_process(p, signal.SIGKILL)
-            await trio.to_thread.run_sync(p.wait)
-
-    async def stop(self, mid: str, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        p = self.members[mid].proc
-        if p is None or p.poll() is not None:
-            return
-        self.signal(mid, signal.SIGCONT)
-        procs.signal_process(p, signal.SIGTERM)
-        with trio.move_on_after(grace):
-            while p.poll() is None:
-                await trio.sleep(0.02)
-        if p.poll() is None:
-            await self.kill(mid)
-
     async def stop_all(self) -> None:
-        async with trio.open_nursery() as n:
-            for mid in self.members:
-                n.start_soon(self.stop, mid)
-
-    def alive(self, mid: str) -> bool:
-        p = self.members[mid].proc
-        return p is not None and p.poll() is None
-
-    def pids(self) -> list[int]:
-        return [m.proc.pid for m in self.members.values() if m.proc is not None]
-
-    def ports(self) -> list[int]:
-        return [port for m in self.members.values() for port in (m.peer[1], m.client[1])]
+        await self.stop_members()
 
     async def request(self, mid: str, req: dict[str, Any], timeout: float = 2.0
                       ) -> dict[str, Any] | None:

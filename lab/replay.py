@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from lab import topology
+from lab.run import plain
 from lab.scenario import (
     ACTION_PARAMS,
     ACTIONS,
@@ -496,16 +497,9 @@ def step_dict(step: Step) -> dict[str, Any]:
     if step.duration is not None:
         d["for"] = duration_text(step.duration)
     for key, v in step.params.items():
-        d[key] = _plain(v)
+        d[key] = plain(v)
     return d
 
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    return v
 
 
 def faults_yaml(name: str, description: str, steps: Sequence[Step],

@@ -57,13 +57,18 @@ class RunOptions:
     replay_of: str | None = None  # the run directory this run replays (``--replay``)
 
 
-def run_dir_for(out: Path, w: Workload, f: FaultScenario, seed: int) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
-    base = out / f"{w.name}-{f.name}" / f"{stamp}-s{seed}"
+def fresh_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``... whichever does not exist yet."""
     d, k = base, 1
     while d.exists():
         k += 1
         d = base.with_name(f"{base.name}-{k}")
+    return d
+
+
+def run_dir_for(out: Path, w: Workload, f: FaultScenario, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
+    d = fresh_dir(out / f"{w.name}-{f.name}" / f"{stamp}-s{seed}")
     d.mkdir(parents=True)
     return d
 
@@ -142,7 +147,7 @@ class Experiment:
             "rate": self.rate,
             "bugs": list(self.opts.bugs),
             "workload": {k: v for k, v in dataclasses.asdict(self.w).items()},
-            "faults": _plain(dataclasses.asdict(self.f)),
+            "faults": plain(dataclasses.asdict(self.f)),
         }
         if self.opts.replay_of is not None:
             resolved["replay_of"] = self.opts.replay_of
@@ -419,11 +424,12 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
+    """Tuples as lists, all the way down (for YAML and JSON)."""
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     return v
 
 

@@ -39,7 +39,9 @@ from typing import Any
 
 from lab import procs
 from lab.replay import ReplayError, ReplayPlan, faults_yaml, load_replay, workload_yaml
+from lab.run import fresh_dir
 from lab.scenario import ScenarioError, Step, load_workload, parse_duration
+from lab.suite import read_results, run_dir_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,8 +306,8 @@ class ProcessRunner:
             self._finish(self._proc)
         finally:
             self._proc = None
-        run_dir = _run_dir_from(log)
-        results = _read_results(run_dir)
+        run_dir = run_dir_from(log)
+        results = (read_results(run_dir) or {})
         verdict = str(results.get("verdict") or results.get("exit_reason")
                       or (f"raftlab run exited with {code}" if code is not None
                           else "stopped: over the budget"))
@@ -331,25 +333,6 @@ class ProcessRunner:
             procs.signal_process(self._proc, signal.SIGINT)  # the run stops cleanly
 
 
-def _run_dir_from(log: Path) -> Path | None:
-    try:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("run directory: "):
-                return Path(line.split(": ", 1)[1].strip())
-    except OSError:
-        pass
-    return None
-
-
-def _read_results(run_dir: Path | None) -> dict[str, Any]:
-    if run_dir is None:
-        return {}
-    try:
-        data = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
 
 # --------------------------------------------------------------------------- the command
 
@@ -360,11 +343,7 @@ def work_dir_for(run_dir: Path) -> Path:
 
     root = root_of(run_dir) or ROOT / "reports"
     d = run_dir.resolve()
-    base = root / "shrink" / f"{d.parent.name}-{d.name}"
-    out, k = base, 1
-    while out.exists():
-        k += 1
-        out = base.with_name(f"{base.name}-{k}")
+    out = fresh_dir(root / "shrink" / f"{d.parent.name}-{d.name}")
     out.mkdir(parents=True)
     return out
 

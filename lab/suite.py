@@ -286,8 +286,8 @@ class Runner:
             code = None
         finally:
             self._proc = None
-        run_dir = _run_dir_from(log)
-        results = _read_results(run_dir)
+        run_dir = run_dir_from(log)
+        results = read_results(run_dir)
         category, reason = classify(code, results)
         if self.stopping and category != "anomaly":
             category, reason = "unknown", "the suite was interrupted during this run"
@@ -308,7 +308,7 @@ class Runner:
         return summary
 
 
-def _run_dir_from(log: Path) -> Path | None:
+def run_dir_from(log: Path) -> Path | None:
     try:
         for line in log.read_text(errors="replace").splitlines():
             if line.startswith("run directory: "):
@@ -318,7 +318,7 @@ def _run_dir_from(log: Path) -> Path | None:
     return None
 
 
-def _read_results(run_dir: Path | None) -> dict[str, Any] | None:
+def read_results(run_dir: Path | None) -> dict[str, Any] | None:
     if run_dir is None:
         return None
     try:
@@ -404,13 +404,9 @@ def matrix_text(m: dict[str, Any]) -> str:
 def nightly_dir(root: Path, suite: str) -> Path:
     """``ROOT/nightly/<date>/`` (a second suite on one day: ``<date>-2`` and so on)."""
     del suite
-    stamp = time.strftime("%Y-%m-%d", time.localtime())
-    base = root / "nightly" / stamp
-    d, k = base, 1
-    while d.exists():
-        k += 1
-        d = base.with_name(f"{base.name}-{k}")
-    return d
+    from lab.run import fresh_dir
+
+    return fresh_dir(root / "nightly" / time.strftime("%Y-%m-%d", time.localtime()))
 
 
 def run_suite_cli(name: str, out_root: Path, say: Callable[[str], None] = print) -> int:

@@ -239,7 +239,8 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
                   and imp.ok_rate < DIP_RATIO * base_rate)
     imp.slowed = (base_ms is not None and imp.median_ms is not None
                   and imp.median_ms > SLOW_RATIO * base_ms)
-    imp.lagged = [n for n in sorted(touched) if (lag := cv.max_lag(n, f.start, end)) is not None
+    reached = set(f.nodes) | {n for link in f.links for n in link}  # any link it touched
+    imp.lagged = [n for n in sorted(reached) if (lag := cv.max_lag(n, f.start, end)) is not None
                   and lag >= LAG_S]
     # Evidence, not intent: a killed or paused leader is down for sure; any other fault
     # bit only if the cluster showed it (a split, a new leader, a member behind, a dent).

@@ -107,3 +107,21 @@ def test_faults_that_were_all_skipped_did_not_bite(tmp_path: Path) -> None:
     steady_polls(d)
     r = check_run(d)
     assert r["verdict"] == "unknown" and "skipped" in r["verdict_reason"], r["verdict_reason"]
+
+
+def test_a_ring_that_leaves_a_member_behind_bit(tmp_path: Path) -> None:
+    """Only n1<->n3 is cut: everyone still sees a majority (no split), but n3 no longer
+    hears the leader n1 and falls behind. That is the fault taking effect."""
+    d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
+    rows = [{"time": FAULT[0], "offset_s": 2.0, "phase": "start", "action": "majority-ring",
+             "fault": 1, "nodes": [], "links": [["n1", "n3"], ["n3", "n1"]]},
+            {"time": FAULT[1], "offset_s": 3.0, "phase": "end", "action": "majority-ring",
+             "fault": 1, "nodes": []}]
+    (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    steady_polls(d)
+    assert check_run(d)["verdict"] == "unknown"
+    steady_polls(d, stuck="n3")
+    r = check_run(d)
+    assert r["verdict"] == "valid", r["verdict_reason"]
+    ev = r["evidence"]["faults"][0]
+    assert ev["fell_behind"] == ["n3"] and not ev["quorum_split"] and not ev["leader_hit"]

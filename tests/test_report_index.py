@@ -359,3 +359,17 @@ def test_a_nightly_run_updates_the_top_index_and_leaves_the_suite_page_alone(
 def html_and_page(path: Path) -> tuple[str, Page]:
     html = path.read_text(encoding="utf-8")
     return html, Page(html)
+
+
+def test_a_strip_never_mixes_systems_or_seeded_bugs() -> None:
+    from lab.report.index_page import pairs
+
+    rows = [{"workload": "register", "faults": "mixed", "system": s, "bugs": b,
+             "started": k, "rel": f"r{k}", "status": "valid"}
+            for k, (s, b) in enumerate([("raftkv", []), ("etcd", []), ("raftkv", ["early-ack"]),
+                                        ("raftkv", [])])]
+    groups = pairs(rows)
+    assert sorted((p.system, p.bugs, len(p.runs)) for p in groups) == [
+        ("etcd", "", 1), ("raftkv", "", 2), ("raftkv", "early-ack", 1)]
+    assert {p.title for p in groups} == {"register \u00d7 mixed", "register \u00d7 mixed (etcd)",
+                                         "register \u00d7 mixed (+early-ack)"}

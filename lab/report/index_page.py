@@ -180,10 +180,19 @@ class Pair:
     workload: str
     faults: str
     runs: list[dict[str, Any]]
+    system: str = "raftkv"
+    bugs: str = ""  # seeded bugs of these runs (a strip never mixes them with correct runs)
+
+    @property
+    def variant(self) -> str:
+        """The system (when not raftkv) and seeded bugs that set this group apart."""
+        parts = [] if self.system == "raftkv" else [self.system]
+        return " ".join(parts + ([f"+{self.bugs}"] if self.bugs else []))
 
     @property
     def title(self) -> str:
-        return f"{self.workload} {TIMES} {self.faults}"
+        return f"{self.workload} {TIMES} {self.faults}" + (
+            f" ({self.variant})" if self.variant else "")
 
     @property
     def last(self) -> list[dict[str, Any]]:
@@ -200,12 +209,14 @@ class Pair:
 
 
 def pairs(rows: list[dict[str, Any]]) -> list[Pair]:
-    """Rows grouped by workload x faults, alphabetically; each group oldest first."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Rows grouped by workload x faults (and system and seeded bugs, so one strip is one
+    kind of run), alphabetically; each group oldest first."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in sorted(rows, key=lambda r: (r.get("started") or 0, r["rel"])):
-        key = (str(r.get("workload") or "?"), str(r.get("faults") or "no faults"))
+        key = (str(r.get("workload") or "?"), str(r.get("faults") or "no faults"),
+               str(r.get("system") or "raftkv"), ",".join(r.get("bugs") or []))
         groups.setdefault(key, []).append(r)
-    return [Pair(w, f, runs) for (w, f), runs in sorted(groups.items())]
+    return [Pair(w, f, runs, sy, b) for (w, f, sy, b), runs in sorted(groups.items())]
 
 
 def sparkline(values: list[float | None], *, css: str, unit: str,
@@ -263,6 +274,7 @@ def page_context(root: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
         latest = p.latest()
         cards.append({
             "title": p.title, "workload": p.workload, "faults": p.faults,
+            "variant": p.variant,
             "n": len(p.runs), "counts": p.counts(), "squares": [_square(r) for r in last],
             "latest": latest, "latest_text": _when(latest.get("started")),
             "latest_status": latest["status"],

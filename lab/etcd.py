@@ -486,27 +486,6 @@ class EtcdCluster(procs.MemberProcesses):
                 "applied": _int(s.get("raftAppliedIndex")),
                 "last_index": None, "snapshot_index": None}
 
-    async def statuses(self, timeout: float = 0.5) -> dict[str, dict[str, Any] | None]:
-        out: dict[str, dict[str, Any] | None] = {}
-
-        async def one(mid: str) -> None:
-            out[mid] = await self.status(mid, timeout)
-
-        async with trio.open_nursery() as n:
-            for mid in self.members:
-                n.start_soon(one, mid)
-        return out
-
-    async def wait_leader(self, timeout: float = 10.0, exclude: Sequence[str] = ()) -> str:
-        """The id of a member that says it leads (the highest term's, if several do)."""
-        with trio.fail_after(timeout):
-            while True:
-                st = await self.statuses()
-                leaders = [s for mid, s in st.items() if s and s["role"] == "leader"
-                           and mid not in exclude]
-                if leaders:
-                    return str(max(leaders, key=lambda s: s["term"] or 0)["node"])
-                await trio.sleep(0.05)
 
 
 _BLOCK = 1 << 16

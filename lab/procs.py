@@ -142,3 +142,31 @@ class MemberProcesses:
 
     def ports(self) -> list[int]:
         return [port for m in self.members.values() for port in (m.peer[1], m.client[1])]
+
+    # -- the members' status (each adapter says how to ask one member: ``status``)
+
+    async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    async def statuses(self, timeout: float = 0.5) -> dict[str, dict[str, Any] | None]:
+        """Every member's status at once (None: down or not answering in time)."""
+        out: dict[str, dict[str, Any] | None] = {}
+
+        async def one(mid: str) -> None:
+            out[mid] = await self.status(mid, timeout)
+
+        async with trio.open_nursery() as n:
+            for mid in self.members:
+                n.start_soon(one, mid)
+        return out
+
+    async def wait_leader(self, timeout: float = 10.0, exclude: Sequence[str] = ()) -> str:
+        """The id of a member that says it leads (the highest term's, if several do)."""
+        with trio.fail_after(timeout):
+            while True:
+                st = await self.statuses()
+                leaders = [s for mid, s in st.items() if s and s["role"] == "leader"
+                           and mid not in exclude]
+                if leaders:
+                    return str(max(leaders, key=lambda s: s["term"] or 0)["node"])
+                await trio.sleep(0.05)

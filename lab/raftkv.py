@@ -103,29 +103,8 @@ class RaftkvCluster(procs.MemberProcesses):
         except (OSError, ConnectionLost, trio.TooSlowError):
             return None
 
-    async def statuses(self, timeout: float = 0.5) -> dict[str, dict[str, Any] | None]:
-        out: dict[str, dict[str, Any] | None] = {}
-
-        async def one(mid: str) -> None:
-            out[mid] = await self.request(mid, {"op": "status"}, timeout) if self.alive(
-                mid) else None
-
-        async with trio.open_nursery() as n:
-            for mid in self.members:
-                n.start_soon(one, mid)
-        return out
-
-    async def wait_leader(self, timeout: float = 10.0, exclude: Sequence[str] = ()) -> str:
-        """The id of a member that says it leads and whose peers agree on its term."""
-        with trio.fail_after(timeout):
-            while True:
-                st = await self.statuses()
-                leaders = [s for mid, s in st.items() if s and s["role"] == "leader"
-                           and mid not in exclude]
-                if leaders:
-                    top = max(leaders, key=lambda s: s["term"])
-                    return str(top["node"])
-                await trio.sleep(0.05)
+    async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
+        return await self.request(mid, {"op": "status"}, timeout) if self.alive(mid) else None
 
 
 # --------------------------------------------------------------------------- client driver

@@ -406,20 +406,13 @@ class EtcdCluster(procs.MemberProcesses):
 
     # ------------------------------------------------------------------ processes
 
-    def start(self, mid: str) -> None:
+    def prepare(self, mid: str) -> None:
+        """The member's private hosts file (peers' names -> their proxies' addresses)."""
         m = self.members[mid]
-        if m.proc is not None and m.proc.poll() is None:
-            return
         m.hosts_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = m.hosts_path.with_name("hosts.tmp")
         tmp.write_text(self.hosts(mid))
         tmp.replace(m.hosts_path)
-        m.proc = procs.spawn(self.argv(mid), log_path=m.log_path)
-        m.starts += 1
-
-    def start_all(self) -> None:
-        for mid in self.members:
-            self.start(mid)
 
     async def stop_all(self) -> None:
         await self.stop_members()

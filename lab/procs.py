@@ -101,6 +101,25 @@ class MemberProcesses:
 
     members: Any
 
+    def argv(self, mid: str) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self, mid: str) -> None:
+        """Anything a member needs on disk before each start (nothing by default)."""
+
+    def start(self, mid: str) -> None:
+        """Start the member unless it runs; its output goes to its ``log_path``."""
+        m = self.members[mid]
+        if m.proc is not None and m.proc.poll() is None:
+            return
+        self.prepare(mid)
+        m.proc = spawn(self.argv(mid), log_path=m.log_path)
+        m.starts += 1
+
+    def start_all(self) -> None:
+        for mid in self.members:
+            self.start(mid)
+
     def signal(self, mid: str, sig: int) -> None:
         p = self.members[mid].proc
         if p is not None:

@@ -79,17 +79,6 @@ class RaftkvCluster(procs.MemberProcesses):
             argv.append("--unsafe-no-fsync")
         return argv + list(self.extra_args)
 
-    def start(self, mid: str) -> None:
-        m = self.members[mid]
-        if m.proc is not None and m.proc.poll() is None:
-            return
-        m.proc = procs.spawn(self.argv(mid), log_path=m.log_path)
-        m.starts += 1
-
-    def start_all(self) -> None:
-        for mid in self.members:
-            self.start(mid)
-
     async def stop_all(self) -> None:
         await self.stop_members()
 

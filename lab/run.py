@@ -482,7 +482,19 @@ def _weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
         return f"too few successful operations to mean anything ({ok} ok, fewer than {MIN_OK})"
     if facts.bite.bit is False:
         return facts.bite.headline
+    if facts.bite.bit is None and _plans_faults(run_dir):
+        return ("no fault of the scenario was applied within the time limit (a longer "
+                "--time-limit lets its first fault start and end)")
     return None
+
+
+def _plans_faults(run_dir: Path) -> bool:
+    """Whether the run's scenario has any fault to apply (timed steps or a nemesis)."""
+    try:
+        faults = (yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}).get("faults")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False
+    return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
 def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:

@@ -125,3 +125,22 @@ def test_a_ring_that_leaves_a_member_behind_bit(tmp_path: Path) -> None:
     assert r["verdict"] == "valid", r["verdict_reason"]
     ev = r["evidence"]["faults"][0]
     assert ev["fell_behind"] == ["n3"] and not ev["quorum_split"] and not ev["leader_hit"]
+
+
+def test_a_scenario_whose_faults_never_started_is_unknown(tmp_path: Path) -> None:
+    """The scenario has a nemesis, but the time limit ended before its first fault."""
+    import yaml
+
+    d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
+    (d / "schedule.jsonl").write_text("")
+    events = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
+    (d / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events
+                                             if e["process"] != "nemesis"))
+    steady_polls(d)
+    sc = yaml.safe_load((d / "scenario.yaml").read_text())
+    assert check_run(d)["verdict"] == "valid"  # no faults planned: a baseline run
+    sc["faults"]["random"] = {"start": 5.0, "interval": [4.0, 6.0], "duration": [4.0, 5.0],
+                              "actions": ["kill"], "targets": ["leader"]}
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    r = check_run(d)
+    assert r["verdict"] == "unknown" and "no fault of the scenario" in r["verdict_reason"]

@@ -7,6 +7,7 @@ set to SIGKILL (so even a SIGKILLed controller takes its members with it).
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import os
 import signal
@@ -94,17 +95,18 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
-class MemberProcesses:
+class MemberProcesses(abc.ABC):
     """The process side of a system adapter's cluster: signal, kill, stop, ask whether a
     member runs, and list the pids and ports. ``members`` maps ids to objects with a
     ``proc`` (the member's ``Popen`` or None), ``peer`` and ``client`` addresses."""
 
     members: Any
 
+    @abc.abstractmethod
     def argv(self, mid: str) -> list[str]:
-        raise NotImplementedError
+        """The command line that starts member ``mid``."""
 
-    def prepare(self, mid: str) -> None:
+    def prepare(self, mid: str) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Anything a member needs on disk before each start (nothing by default)."""
 
     def start(self, mid: str) -> None:
@@ -164,8 +166,9 @@ class MemberProcesses:
 
     # -- the members' status (each adapter says how to ask one member: ``status``)
 
+    @abc.abstractmethod
     async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
-        raise NotImplementedError
+        """Member ``mid``'s status (``lab.systems.STATUS_FIELDS``), None if it cannot say."""
 
     async def statuses(self, timeout: float = 0.5) -> dict[str, dict[str, Any] | None]:
         """Every member's status at once (None: down or not answering in time)."""

@@ -17,13 +17,14 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from nodes.clients import ClientConn, serve_client
 from nodes.kv import CommandError, KVStore, validate_command
 from nodes.raft import Config, NotLeader, ProtocolViolation, Raft, Ready, Role
 from nodes.transport import PeerSender, serve_peer_connection
@@ -68,23 +69,27 @@ class Logger:
         self.stream.flush()
 
 
-class _Waiter:
-    __slots__ = ("event", "result")
+class _Pending:
+    """An answer owed to a client, given once by whichever comes first: the entry applied,
+    the read served, leadership lost, or the deadline (swept by the loop)."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.result: dict[str, Any] | None = None
+    __slots__ = ("conn", "deadline", "done", "index", "maybe", "rid")
+
+    def __init__(self, conn: ClientConn, rid: Any, deadline: float, maybe: bool) -> None:
+        self.conn, self.rid, self.deadline, self.maybe = conn, rid, deadline, maybe
+        self.index = -1  # the log index of a proposal
+        self.done = False
 
     def set(self, result: dict[str, Any]) -> None:
-        if self.result is None:
-            self.result = result
-            self.event.set()
+        if not self.done:
+            self.done = True
+            self.conn.reply({"id": self.rid, **result})
 
 
 @dataclass
 class _PendingRead:
     key: str
-    waiter: _Waiter
+    waiter: _Pending
 
 
 class Node:
@@ -123,7 +128,8 @@ class Node:
         self.senders = {p: PeerSender(opts.id, p, h, port, self.log)
                         for p, (h, port) in opts.peers.items()}
         self._kick_send, self._kick_recv = trio.open_memory_channel[None](1)
-        self._proposals: dict[int, tuple[int, _Waiter]] = {}
+        self._proposals: dict[int, tuple[int, _Pending]] = {}
+        self._deadlines: deque[_Pending] = deque()  # in arrival order = deadline order
         self._new_reads: list[_PendingRead] = []
         self._reads_by_ctx: dict[int, list[_PendingRead]] = {}
         self._reads_by_index: list[tuple[int, list[_PendingRead]]] = []
@@ -170,7 +176,8 @@ class Node:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, lambda s: serve_peer_connection(
                 s, self.opts.id, peers, self.deliver, self.log), peer_listeners)
-            nursery.start_soon(trio.serve_listeners, self._serve_client, client_listeners)
+            nursery.start_soon(trio.serve_listeners, lambda s: serve_client(
+                s, self._handle_line, self._reject_client, MAX_LINE), client_listeners)
             for sender in self.senders.values():
                 nursery.start_soon(sender.run)
             nursery.start_soon(self._loop)
@@ -192,6 +199,7 @@ class Node:
                 next_tick += tick
                 if now - next_tick > 10 * tick:  # we were stalled (paused?): don't burst
                     next_tick = now + tick
+                self._expire(now)
             self._start_reads()
             rd = self.raft.ready()
             self._note_role(rd)
@@ -336,39 +344,10 @@ class Node:
 
     # ---------------------------------------------------------------- clients
 
-    async def _serve_client(self, stream: trio.SocketStream) -> None:
-        lock = trio.Lock()
+    def _reject_client(self, reason: str) -> None:
+        self.log("rejected-client-input", reason=reason)
 
-        async def respond(obj: dict[str, Any]) -> None:
-            async with lock:
-                await stream.send_all(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-
-        buf = bytearray()
-        try:
-            async with stream, trio.open_nursery() as nursery:
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buf += data
-                    while True:
-                        nl = buf.find(b"\n")
-                        if nl < 0:
-                            if len(buf) > MAX_LINE:
-                                self.log("rejected-client-input", reason="line too long")
-                                await respond({"id": None, "ok": False, "error": "bad-request",
-                                               "reason": f"line longer than {MAX_LINE} bytes"})
-                                return
-                            break
-                        line = bytes(buf[:nl])
-                        del buf[: nl + 1]
-                        if line.strip():
-                            nursery.start_soon(self._handle_line, line, respond)
-        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the client went away (a reset, a timeout): its answers have nowhere to go
-
-    async def _handle_line(self, line: bytes,
-                           respond: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    def _handle_line(self, line: bytes, conn: ClientConn) -> None:
         try:
             req = json.loads(line)
         except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, huge ints, nesting
@@ -377,13 +356,15 @@ class Node:
         else:
             reason = "expected a JSON object"
         if not isinstance(req, dict):
-            self.log("rejected-client-input", reason=reason)
-            await respond({"id": None, "ok": False, "error": "bad-request", "reason": reason})
+            self._reject_client(reason)
+            conn.reply({"id": None, "ok": False, "error": "bad-request", "reason": reason})
             return
-        result = await self.handle_request(req)
-        await respond({"id": req.get("id"), **result})
+        result = self._request(req, conn)
+        if result is not None:
+            conn.reply({"id": req.get("id"), **result})
 
-    async def handle_request(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, req: dict[str, Any], conn: ClientConn) -> dict[str, Any] | None:
+        """Answer ``req`` now (the result) or later (None: a pending answer is registered)."""
         op = req.get("op")
         if op == "status":
             return {"ok": True, **self.raft.status(), "stats": dict(self.stats)}
@@ -393,10 +374,9 @@ class Node:
                 return _bad("read needs a string 'key'")
             if self.raft.role is not Role.LEADER and "stale-read" not in self.raft.bugs:
                 return self._not_leader()
-            read = _PendingRead(key, _Waiter())
-            self._new_reads.append(read)
+            self._new_reads.append(_PendingRead(key, self._pending(req, conn, maybe=False)))
             self.kick()
-            return await self._wait(read.waiter, maybe=False)
+            return None
         cmd_in = {k: v for k, v in req.items() if k != "id"}
         try:
             cmd = validate_command(cmd_in)
@@ -406,20 +386,27 @@ class Node:
             index = self.raft.propose(cmd)
         except NotLeader:
             return self._not_leader()
-        waiter = _Waiter()
+        waiter = self._pending(req, conn, maybe=True)
+        waiter.index = index
         self._proposals[index] = (self.raft.term, waiter)
         self.kick()
-        result = await self._wait(waiter, maybe=True)
-        if result.get("error") == "timeout":
-            self._proposals.pop(index, None)
-        return result
+        return None
 
-    async def _wait(self, waiter: _Waiter, *, maybe: bool) -> dict[str, Any]:
-        with trio.move_on_after(self.opts.request_timeout):
-            await waiter.event.wait()
-        if waiter.result is not None:
-            return waiter.result
-        return _maybe("timeout") if maybe else {"ok": False, "error": "timeout"}
+    def _pending(self, req: dict[str, Any], conn: ClientConn, *, maybe: bool) -> _Pending:
+        p = _Pending(conn, req.get("id"), trio.current_time() + self.opts.request_timeout, maybe)
+        self._deadlines.append(p)
+        return p
+
+    def _expire(self, now: float) -> None:
+        """Answer requests whose deadline passed (a write's outcome is then unknown)."""
+        dl = self._deadlines
+        while dl and (dl[0].done or dl[0].deadline <= now):
+            p = dl.popleft()
+            if p.done:
+                continue
+            if p.index >= 0 and self._proposals.get(p.index, (0, None))[1] is p:
+                del self._proposals[p.index]
+            p.set(_maybe("timeout") if p.maybe else {"ok": False, "error": "timeout"})
 
 
 def _bad(reason: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ node logs (the lab's view). Helpers: ``tests/conftest_processes.py``."""
 
 from __future__ import annotations
 
+import json
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -570,5 +571,66 @@ def test_lab_request_reports_a_connection_lost_mid_request_as_none(tmp_path: Pat
                 cluster.signal("n1", signal.SIGKILL)  # not cluster.kill: it SIGCONTs first
                 await cluster.kill("n1")  # reap
             assert outcome == {"returned": None}
+
+    run(main)
+
+
+def test_pipelined_requests_from_a_client_that_reads_late_are_all_answered_in_order(
+        tmp_path: Path) -> None:
+    """Answers that do not fit in the socket wait for the client, in order, none lost."""
+    big = "v" * 100_000
+    n = 120  # ~12 MB of answers: far more than the kernel buffers of one connection
+
+    async def main() -> None:
+        async with running(tmp_path, 3) as cluster:
+            leader = await wait_settled(cluster)
+            assert await ask(cluster, leader, {"op": "write", "key": "big", "value": big}
+                             ) == {"id": 1, "ok": True}
+            host, port = cluster.members[leader].client
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                reqs = [{"id": i, "op": "read", "key": "big"} if i % 2
+                        else {"id": i, "op": "status"} for i in range(n)]
+                await stream.send_all(b"".join(json.dumps(r).encode() + b"\n" for r in reqs))
+                await trio.sleep(1.0)  # the node answers into a full socket meanwhile
+                buf, answers = b"", []
+                with trio.fail_after(20):
+                    while len(answers) < n:
+                        data = await stream.receive_some(1 << 16)
+                        assert data, f"connection closed after {len(answers)} answers"
+                        *lines, buf = (buf + data).split(b"\n")
+                        answers += [json.loads(x) for x in lines]
+            statuses_ = [a for a in answers if "role" in a]
+            reads = [a for a in answers if "role" not in a]
+            # status answers come at once, in request order; reads after their read index
+            assert [a["id"] for a in statuses_] == list(range(0, n, 2))
+            assert sorted(a["id"] for a in reads) == list(range(1, n, 2))
+            assert all(a == {"id": a["id"], "ok": True, "value": big} for a in reads)
+            assert await ask(cluster, leader, {"op": "status"})  # and the node serves on
+
+    run(main)
+
+
+def test_a_write_that_cannot_commit_is_answered_maybe_at_its_deadline(tmp_path: Path) -> None:
+    """With its quorum gone a write may or may not happen later: after --request-timeout
+    the client is told so (maybe), and a read is told it failed."""
+    async def main() -> None:
+        async with running(tmp_path, 3, extra_args=["--request-timeout", "1.5"]) as cluster:
+            leader = await wait_settled(cluster)
+            host, port = cluster.members[leader].client
+            for f in [m for m in cluster.members if m != leader]:
+                cluster.signal(f, signal.SIGSTOP)
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(b'{"id":7,"op":"write","key":"x","value":1}\n')
+                t0 = trio.current_time()
+                with trio.fail_after(10):
+                    line = await stream.receive_some(4096)
+                waited = trio.current_time() - t0
+            for f in [m for m in cluster.members if m != leader]:
+                cluster.signal(f, signal.SIGCONT)
+            assert json.loads(line) == {"id": 7, "ok": False, "error": "timeout",
+                                        "maybe": True}
+            assert waited >= 1.4, waited
 
     run(main)

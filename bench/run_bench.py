@@ -16,6 +16,11 @@ Method, in one run on this machine:
    moment the run prints "checking the history" (the run proper: start-up, clients and
    nemesis, settling, final phase and teardown; checking and reporting come after).
 
+3. The same load generator as in 1, against a cluster wired exactly as the lab wires it:
+   every peer link and the client link through the built-in Toxiproxy server. This splits
+   the lab's cost in two: what the proxies cost (3 vs 1) and what the lab's client, history
+   and controller cost on top (2 vs 3).
+
 The ratio lab/raftkv is the figure of merit (target >= 0.8); the wall-time target is
 <= time limit + 5 s before checking and reporting. Prints figures, asserts nothing.
 """
@@ -33,8 +38,16 @@ import time
 from pathlib import Path
 
 import psutil
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import raftkv_bench  # noqa: E402  (bench/ is not a package)
+
+from lab.network import Network  # noqa: E402
+from lab.raftkv import RaftkvCluster  # noqa: E402
+from lab.toxiclient import open_toxiproxy  # noqa: E402
 
 
 def raftkv_own(clients: int, duration: float, tmp: Path) -> float:
@@ -46,6 +59,33 @@ def raftkv_own(clients: int, duration: float, tmp: Path) -> float:
     cells = json.loads(out.read_text())["results"]
     return float(next(c["ops_per_s"] for c in cells
                       if c["system"] == "raftkv" and c["op"] == "write"))
+
+
+def raftkv_own_through_proxies(clients: int, duration: float, tmp: Path) -> float:
+    """Writes/s of raftkv's own load generator with every link proxied as in a lab run."""
+    async def main() -> float:
+        cluster = RaftkvCluster(tmp / "proxied", 3)
+        async with open_toxiproxy(None, tmp) as (client, _kind):
+            net = await Network.create(client, {m.id: (m.peer, m.client)
+                                                for m in cluster.members.values()},
+                                       listen=cluster.proxy_listen)
+            cluster.dial = net.dial
+            try:
+                cluster.start_all()
+                leader = await cluster.wait_leader(15)
+                pids = cluster.pids()
+                spec = raftkv_bench.WorkerSpec(
+                    system="raftkv", op="write", clients=clients,
+                    addr=tuple(net.client_addr(leader)), warmup=1.0, duration=duration,
+                    out="", server_pids=pids, leader_pid=pids[0])
+                r = await raftkv_bench.run_load(spec, tmp)
+                return float(r["ops_per_s"])
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cluster.stop_all()
+                    await net.aclose()
+
+    return trio.run(main)
 
 
 def lab_run(clients: int, nodes: int, limit: float, tmp: Path) -> dict[str, float]:
@@ -101,11 +141,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="raftlab-runbench-") as d:
         tmp = Path(d)
         own = raftkv_own(a.clients, a.own_duration, tmp)
+        proxied = raftkv_own_through_proxies(a.clients, a.own_duration, tmp)
         lab = lab_run(a.clients, a.nodes, a.time_limit, tmp / "runs")
     print(f"raftkv's own benchmark, writes, {a.clients} clients: {own:8.0f} ops/s")
+    print(f"  the same, every link through the proxies:   {proxied:8.0f} ops/s "
+          f"({proxied / own:.2f} of it: the proxies' cost)")
     print(f"raftlab run, writes recorded, {a.clients} clients:    {lab['ops_per_s']:8.0f} ops/s "
           f"(ok {lab['ok']:.0f}, fail {lab['fail']:.0f}, info {lab['info']:.0f})")
-    print(f"ratio lab/raftkv: {lab['ops_per_s'] / own:.2f}   (target >= 0.8)")
+    print(f"ratio lab/raftkv: {lab['ops_per_s'] / own:.2f}   (target >= 0.8); "
+          f"lab/proxied: {lab['ops_per_s'] / proxied:.2f} (the lab's client, history and "
+          f"controller)")
     print(f"controller CPU: {lab['controller_cpu_pct']:.0f} % of one core over its lifetime")
     print(f"wall time of a {a.time_limit:g} s run, start to exit: {lab['wall_s']:.1f} s; "
           f"start to 'checking the history': {lab['before_check_s']:.1f} s "

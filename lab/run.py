@@ -7,7 +7,7 @@ observer polls every member -> heal, let the cluster recover, run the final phas
 the members and prove nothing is left behind -> check the history -> ``results.json``.
 
 Every artefact lands in the run directory as it is produced (``history.jsonl`` is flushed
-per event and fsynced every second), so a run cut short by Ctrl-C, SIGTERM or even SIGKILL
+every 20 ms and fsynced every second), so a run cut short by Ctrl-C, SIGTERM or even SIGKILL
 still leaves a history that ``raftlab analyze`` can check.
 """
 

@@ -99,14 +99,18 @@ async def serve_client(stream: trio.SocketStream, handle: LineHandler, reject: R
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn._write_rest)
             try:
+                drained = False
                 while not conn.closed:
+                    if drained:  # a short read emptied the socket: skip the recv that says so
+                        await trio.lowlevel.wait_readable(raw)
                     try:
                         data = raw.recv(_READ_SIZE)
                     except BlockingIOError:
-                        await trio.lowlevel.wait_readable(raw)
+                        drained = True
                         continue
                     if not data:
                         return
+                    drained = len(data) < _READ_SIZE
                     buf += data
                     start = 0
                     while (nl := buf.find(b"\n", start)) >= 0:

@@ -114,9 +114,17 @@ def _tune(sock: socket.socket) -> None:
         pass
 
 
-async def _recv(s: SocketHandle, buf: bytearray) -> tuple[int, bool]:
-    """Read once into ``buf``; returns ``(n, waited)``. EOF, reset and close all give 0."""
+async def _recv(s: SocketHandle, buf: bytearray, wait_first: bool = False) -> tuple[int, bool]:
+    """Read once into ``buf``; returns ``(n, waited)``. EOF, reset and close all give 0.
+    ``wait_first`` (the last read was short, so the socket is most likely empty) waits for
+    readability before the first attempt, saving the read that would only say "empty"."""
     waited = False
+    if wait_first and not s.closed:
+        try:
+            await trio.lowlevel.wait_readable(s.sock)
+        except _WAIT_ERRORS:
+            return 0, True
+        waited = True
     while True:
         if s.closed:
             return 0, waited
@@ -500,8 +508,9 @@ class Link:
         buf = bytearray(_READ_SIZE)
         view = memoryview(buf)
         src, dst = self.src, self.dst
+        n = _READ_SIZE
         while True:
-            n, waited = await _recv(src, buf)
+            n, waited = await _recv(src, buf, wait_first=n < _READ_SIZE)
             if self.finished:
                 return
             self.bytes_in += n

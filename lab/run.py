@@ -497,10 +497,25 @@ def _plans_faults(run_dir: Path) -> bool:
     return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
+def _json_lines(path: Path) -> list[Any]:
+    """Every well-formed JSON line of ``path`` (none if it is missing; a torn line is
+    skipped: the observer may have been killed mid-write)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Check a run's history against its workload's model and record the outcome in
     ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
     from lab.checker import check_history
+    from lab.checker._cluster import election_safety
     from lab.history import read_history
 
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
@@ -512,6 +527,13 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     t0 = time.monotonic()
     outcome = check_history(read_history(run_dir / "history.jsonl"), model,
                             time_limit=time_limit, options=options)
+    split = election_safety(_json_lines(run_dir / "cluster.jsonl"))
+    if split:
+        terms = ", ".join(str(a["term"]) for a in split)
+        what = f"two leaders in one term (term {terms}), seen in the cluster's status polls"
+        outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
+        outcome.valid = False
+        outcome.anomalies = [*split, *outcome.anomalies]
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
     try:

@@ -253,6 +253,11 @@ class Raft:
             if self.election_elapsed >= self.randomized_timeout:
                 self.election_elapsed = 0
                 self.campaign()
+            elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+                self.heartbeat_elapsed += 1
+                if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+                    self.heartbeat_elapsed = 0
+                    self._repoll()
 
     def campaign(self) -> None:
         """Start an election now (PreVote first when enabled)."""
@@ -445,6 +450,19 @@ class Raft:
             self._send(kind, p, term=term, index=self.log.last_index(),
                        log_term=self.log.last_term())
 
+    def _repoll(self) -> None:
+        """Ask again, once a heartbeat interval, every peer that has not answered: a
+        request or its answer may have been lost, or the peer was down (Raft retries
+        RPCs that get no answer, section 5.1). Safe: a vote, once given, is on disk."""
+        if self.role is Role.PRE_CANDIDATE:
+            kind, term = MsgType.PRE_VOTE, self.term + 1
+        else:
+            kind, term = MsgType.VOTE, self.term
+        for p in self.others:
+            if p not in self.votes:
+                self._send(kind, p, term=term, index=self.log.last_index(),
+                           log_term=self.log.last_term())
+
     def _election_won(self) -> None:
         if self.role is Role.PRE_CANDIDATE:
             self._become_candidate()
@@ -496,7 +514,9 @@ class Raft:
         if can_vote and up_to_date:
             # A granted pre-vote answers with the candidate's future term.
             self._send(resp, m.src, term=m.term)
-            if m.type is MsgType.VOTE:
+            if m.type is MsgType.VOTE and self.vote != m.src:
+                # Only a first grant restarts our timer: a candidate that cannot hear
+                # the answers asks again and again, and must not keep us from campaigning.
                 self.election_elapsed = 0
                 self.vote = m.src
         else:

@@ -91,6 +91,30 @@ def test_reelection_after_leader_cut_off() -> None:
     over_seeds("reelection", 200, scenario)
 
 
+def test_a_candidate_asks_again_a_peer_whose_vote_request_was_lost() -> None:
+    """Raft retries RPCs that get no answer (section 5.1): a candidate whose vote requests
+    were lost (the peers were unreachable) asks again within the same term, and wins it
+    once they can hear it, without waiting for its election timeout to start a new one."""
+    def scenario(seed: int) -> None:
+        # No CheckQuorum: its lease would make the survivor ignore the requests anyway.
+        sim = Sim(3, seed, pre_vote=False, check_quorum=False, election_ticks=40)
+        leader = sim.wait_leader(ELECTION)
+        sim.propose_and_wait("a")
+        c = others(sim, leader)[0]
+        sim.crash(leader)
+        for p in others(sim, c):
+            sim.block(c, p)
+        sim.campaign(c)
+        term = sim.term(c)
+        assert sim.role(c) is Role.CANDIDATE
+        sim.run(8)  # the requests of this term are lost
+        sim.heal()
+        sim.run_until(lambda: sim.role(c) is Role.LEADER, 30, "the candidate to win")
+        assert sim.term(c) == term, "won only by starting a new term"
+
+    over_seeds("vote_retry", 100, scenario)
+
+
 def test_many_elections() -> None:
     def scenario(seed: int) -> int:
         sim = Sim(7, seed)

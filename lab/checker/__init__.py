@@ -11,7 +11,8 @@ Public surface (implementation lives in the private modules):
 Modules: ``_events`` (decoding), ``_wgl`` (linearizability search), ``_register``
 (cas-register, kv-put-append), ``_counter``, ``_set``, ``_bank``, ``_elle``
 (list-append), ``_stats`` (statistics and the too-weak rule), ``_result``, ``_api``,
-``_peer`` (where the peer histories used by tests and benchmarks live).
+``_peer`` (where the peer histories used by tests and benchmarks live), ``_cluster``
+(election safety from the members' own status reports, ``cluster.jsonl``).
 """
 
 from lab.checker._api import MODELS, UnknownModelError, check_history

@@ -1,0 +1,57 @@
+"""Safety seen from outside the clients: what the members said about themselves.
+
+Raft's *election safety* -- at most one leader per term -- is not something a client can
+always see (two leaders of one term may never serve conflicting answers to the lab's
+clients), but the lab polls every member's status a few times a second
+(``cluster.jsonl``: ``node``, ``role``, ``term``, ``leader``). Two members that each said
+"I am the leader of term T" break it, whatever the history shows.
+
+Only self-claims count (``role == "leader"``), never a follower's idea of who leads: a
+follower's leader and term can come from two different moments. And a claim counts only
+once the member has made it in two polls: a status assembled from two reads (etcd's
+leader and term) can pair an old leader with a new term for an instant, but not twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+#: How many polls must show a member leading a term before its claim counts.
+CONFIRMATIONS = 2
+
+
+def election_safety(polls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Anomalies (``type`` ``two-leaders-in-one-term``) from status polls in time order."""
+    seen: dict[tuple[int, str], list[int]] = defaultdict(list)  # (term, node) -> poll times
+    for p in polls:
+        if not isinstance(p, dict) or p.get("role") != "leader":
+            continue
+        term, node, t = p.get("term"), p.get("node"), p.get("time")
+        if type(term) is int and isinstance(node, str) and type(t) is int:
+            seen[(term, node)].append(t)
+    leaders: dict[int, dict[str, list[int]]] = defaultdict(dict)
+    for (term, node), times in seen.items():
+        if len(times) >= CONFIRMATIONS:
+            leaders[term][node] = times
+    out = []
+    for term in sorted(leaders):
+        claims = leaders[term]
+        if len(claims) < 2:
+            continue
+        nodes = sorted(claims, key=lambda n: claims[n][0])
+        spans = ", ".join(f"{n} from {claims[n][0] / 1e9:.2f} s to {claims[n][-1] / 1e9:.2f} s"
+                          f" ({len(claims[n])} polls)" for n in nodes)
+        out.append({
+            "type": "two-leaders-in-one-term",
+            "term": term,
+            "leaders": nodes,
+            "ops": [],
+            "explanation": (
+                f"{len(nodes)} members said they were the leader of term {term}: {spans}. "
+                "Raft allows at most one leader per term (election safety): some member "
+                "must have voted twice in that term, or counted a vote it never got. Two "
+                "leaders of one term can each commit a different entry at the same index."),
+        })
+    return out

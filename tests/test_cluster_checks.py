@@ -1,0 +1,72 @@
+"""Election safety from the members' own status reports (``lab.checker._cluster``) and its
+place in a run's verdict (``lab.run.check_run``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lab.checker._cluster import election_safety
+
+
+def poll(t_ms: int, node: str, role: str, term: int, leader: str | None = None
+         ) -> dict[str, Any]:
+    return {"time": t_ms * 1_000_000, "node": node, "alive": True, "role": role,
+            "term": term, "leader": leader if leader is not None else
+            (node if role == "leader" else None)}
+
+
+def test_two_confirmed_leaders_of_one_term_are_an_anomaly() -> None:
+    polls = [poll(0, "n1", "leader", 3), poll(0, "n2", "follower", 3, "n1"),
+             poll(250, "n1", "leader", 3), poll(250, "n3", "leader", 3),
+             poll(500, "n3", "leader", 3), poll(500, "n1", "leader", 3)]
+    [a] = election_safety(polls)
+    assert a["type"] == "two-leaders-in-one-term" and a["term"] == 3
+    assert a["leaders"] == ["n1", "n3"] and a["ops"] == []
+    assert "term 3" in a["explanation"] and "n3 from 0.25 s" in a["explanation"]
+
+
+def test_leaders_of_different_terms_and_single_claims_are_fine() -> None:
+    polls = [poll(0, "n1", "leader", 3), poll(250, "n1", "leader", 3),
+             poll(500, "n2", "leader", 4), poll(750, "n2", "leader", 4),
+             # an old leader that has not heard of term 4 yet: still term 3's leader
+             poll(750, "n1", "leader", 3),
+             # one poll pairing a stale leader with a new term (two reads): not confirmed
+             poll(1000, "n3", "leader", 4),
+             poll(1250, "n3", "follower", 4, "n2"),
+             # followers' opinions never count
+             poll(1250, "n4", "follower", 4, "n5"), poll(1500, "n4", "follower", 4, "n5")]
+    assert election_safety(polls) == []
+
+
+def test_garbage_polls_are_ignored() -> None:
+    polls: list[Any] = [None, "x", {"role": "leader"}, {"role": "leader", "term": "3",
+                                                       "node": "n1", "time": 0},
+                        poll(0, "n1", "leader", 3), poll(1, "n1", "leader", 3)]
+    assert election_safety(polls) == []
+
+
+def test_check_run_turns_a_valid_history_invalid_on_two_leaders(tmp_path: Path) -> None:
+    from lab.run import check_run
+
+    (tmp_path / "scenario.yaml").write_text(json.dumps(
+        {"workload": {"model": "register"}, "faults": {"name": "none"}}))
+    events = [
+        {"index": 0, "time": 1, "process": 0, "type": "invoke", "f": "write", "key": "x",
+         "value": 1},
+        {"index": 1, "time": 2, "process": 0, "type": "ok", "f": "write", "key": "x",
+         "value": 1},
+    ]
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (tmp_path / "results.json").write_text(json.dumps({"counts": {"ok": 1}}))
+    good = [poll(0, "n1", "leader", 2), poll(250, "n1", "leader", 2)]
+    (tmp_path / "cluster.jsonl").write_text("".join(json.dumps(p) + "\n" for p in good))
+    assert check_run(tmp_path)["verdict"] != "invalid"
+    bad = [*good, poll(300, "n2", "leader", 2), poll(550, "n2", "leader", 2)]
+    (tmp_path / "cluster.jsonl").write_text("".join(json.dumps(p) + "\n" for p in bad)
+                                            + '{"torn')
+    r = check_run(tmp_path)
+    assert r["verdict"] == "invalid", r
+    assert "two leaders in one term (term 2)" in r["verdict_reason"]
+    assert r["checker"]["anomalies"][0]["type"] == "two-leaders-in-one-term"

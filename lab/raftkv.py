@@ -6,6 +6,7 @@ over TCP, exactly like any other system under test.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ import trio
 
 from lab import procs
 from lab.client import ConnectionLost, connect
-from lab.systems import Completion
+from lab.systems import Completion, Vote
 
 Address = tuple[str, int]
 
@@ -255,3 +256,21 @@ class RaftkvClient:
                                                        ["cas", dst, [b, b + amount]]]},
                                idempotent=False)
         return Completion(c.type, value, c.error, c.node)
+
+
+def read_votes(member: str, log: Path) -> list[Vote]:
+    """The votes a raftkv member logged (``{"event": "vote", "term": T, "candidate": C}``,
+    self-votes included); lines that are not such records are skipped."""
+    out = []
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if '"vote"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if (isinstance(rec, dict) and rec.get("event") == "vote"
+                    and type(rec.get("term")) is int and isinstance(rec.get("candidate"), str)):
+                out.append(Vote(member, rec["term"], rec["candidate"], n))
+    return out

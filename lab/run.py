@@ -515,8 +515,9 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     """Check a run's history against its workload's model and record the outcome in
     ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
     from lab.checker import check_history
-    from lab.checker._cluster import election_safety
+    from lab.checker._cluster import election_safety, vote_safety
     from lab.history import read_history
+    from lab.systems import votes_in_logs
 
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
     results_path = run_dir / "results.json"
@@ -528,12 +529,21 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     outcome = check_history(read_history(run_dir / "history.jsonl"), model,
                             time_limit=time_limit, options=options)
     split = election_safety(_json_lines(run_dir / "cluster.jsonl"))
+    votes = votes_in_logs(str(scenario.get("system", "raftkv")), run_dir / "nodes")
+    double = vote_safety(votes or [])
+    found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
-        what = f"two leaders in one term (term {terms}), seen in the cluster's status polls"
+        found.append(f"two leaders in one term (term {terms}), seen in the cluster's "
+                     "status polls")
+    if double:
+        found.append("a member voted twice in one term (" + ", ".join(
+            f"{a['member']} in term {a['term']}" for a in double) + "), by its own log")
+    if found:
+        what = "; ".join(found)
         outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
         outcome.valid = False
-        outcome.anomalies = [*split, *outcome.anomalies]
+        outcome.anomalies = [*split, *double, *outcome.anomalies]
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
     try:

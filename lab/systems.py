@@ -114,6 +114,33 @@ def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (
     raise ValueError(f"unknown system {name!r} (expected one of: {', '.join(SYSTEMS)})")
 
 
+@dataclass(frozen=True)
+class Vote:
+    """A vote a member says (in its log) it cast: for ``candidate`` in ``term``."""
+
+    member: str
+    term: int
+    candidate: str
+    line: int  # in the member's log, for the anomaly's explanation
+
+
+def votes_in_logs(name: str, nodes_dir: Path) -> list[Vote] | None:
+    """Every vote the members of a run logged (``nodes_dir/<member>/node.log``), in
+    log order per member; None for a system whose logs do not say."""
+    if name == "raftkv":
+        from lab.raftkv import read_votes
+    elif name == "etcd":
+        from lab.etcd import read_votes
+    else:
+        return None
+    out: list[Vote] = []
+    for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
+        log = d / "node.log"
+        if log.is_file():
+            out += read_votes(d.name, log)
+    return out
+
+
 def ms(seconds: float | None) -> int | None:
     """Seconds as whole milliseconds (None stays None)."""
     return None if seconds is None else max(1, round(seconds * 1000))

@@ -134,6 +134,7 @@ class Node:
         self._reads_by_ctx: dict[int, list[_PendingRead]] = {}
         self._reads_by_index: list[tuple[int, list[_PendingRead]]] = []
         self._last_role: tuple[Role, int, str | None] = (Role.FOLLOWER, -1, None)
+        self._last_vote: tuple[int, str | None] = (-1, None)
         self._incoming_kv: tuple[int, KVStore] | None = None
         self._last_commit_log, self._last_commit_term, self._last_commit_index = 0.0, -1, 0
         self.stats = {"fsyncs": 0, "entries_persisted": 0, "applied": 0, "snapshots": 0}
@@ -325,6 +326,11 @@ class Node:
         self.log("snapshot-taken", index=snap.index, term=snap.term, retained=len(after))
 
     def _note_role(self, rd: Ready) -> None:
+        vote = (rd.term, self.raft.vote)
+        if vote != self._last_vote:
+            if vote[1] is not None:  # etcd logs each vote it casts too
+                self.log("vote", term=vote[0], candidate=vote[1])
+            self._last_vote = vote
         now = (rd.role, rd.term, rd.leader)
         if now != self._last_role:
             if now[0] != self._last_role[0]:

@@ -70,3 +70,59 @@ def test_check_run_turns_a_valid_history_invalid_on_two_leaders(tmp_path: Path) 
     assert r["verdict"] == "invalid", r
     assert "two leaders in one term (term 2)" in r["verdict_reason"]
     assert r["checker"]["anomalies"][0]["type"] == "two-leaders-in-one-term"
+
+
+def test_a_member_that_voted_for_two_candidates_in_one_term_is_an_anomaly() -> None:
+    from lab.checker._cluster import vote_safety
+    from lab.systems import Vote
+
+    votes = [Vote("n3", 4, "n1", 10), Vote("n3", 4, "n1", 12),  # asked again: same vote
+             Vote("n3", 5, "n4", 20), Vote("n1", 5, "n1", 7),    # a new term, a self-vote
+             Vote("n3", 5, "n2", 31)]                             # forgot it: again in 5
+    [a] = vote_safety(votes)
+    assert (a["type"], a["member"], a["term"], a["candidates"]) == (
+        "double-vote", "n3", 5, ["n4", "n2"])
+    assert "line 20" in a["explanation"] and "line 31" in a["explanation"]
+    assert vote_safety(votes[:4]) == []
+
+
+def test_votes_are_read_from_raftkv_and_etcd_member_logs(tmp_path: Path) -> None:
+    from lab.etcd import read_votes as etcd_votes
+    from lab.raftkv import read_votes as raftkv_votes
+    from lab.systems import Vote
+
+    log = tmp_path / "raftkv.log"
+    log.write_text(
+        '{"ts": 1.0, "node": "n3", "event": "started", "term": 4}\n'
+        '{"ts": 1.1, "node": "n3", "event": "vote", "term": 5, "candidate": "n4"}\n'
+        'Traceback (most recent call last): "vote"\n'
+        '{"ts": 1.2, "node": "n3", "event": "vote", "term": "5", "candidate": "n2"}\n'
+        '{"ts": 1.3, "node": "n3", "event": "vote", "term": 5, "candidate": "n2"}\n')
+    assert raftkv_votes("n3", log) == [Vote("n3", 5, "n4", 2), Vote("n3", 5, "n2", 5)]
+    log = tmp_path / "etcd.log"
+    log.write_text(
+        '{"level":"info","msg":"8e9e05c52164694d [logterm: 2, index: 8, vote: 0] cast '
+        'MsgPreVote for 91bc3c398fb3c146 [logterm: 2, index: 8] at term 2"}\n'
+        '{"level":"info","msg":"8e9e05c52164694d [logterm: 2, index: 8, vote: 0] cast '
+        'MsgVote for 91bc3c398fb3c146 [logterm: 2, index: 8] at term 3"}\n')
+    assert etcd_votes("e2", log) == [Vote("e2", 3, "91bc3c398fb3c146", 2)]
+
+
+def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path) -> None:
+    from lab.run import check_run
+
+    (tmp_path / "scenario.yaml").write_text(json.dumps(
+        {"system": "raftkv", "workload": {"model": "register"}, "faults": {"name": "none"}}))
+    (tmp_path / "history.jsonl").write_text("")
+    (tmp_path / "results.json").write_text(json.dumps({"counts": {"ok": 0}}))
+    log = tmp_path / "nodes" / "n3" / "node.log"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"event": "vote", "term": 5, "candidate": "n4"}\n')
+    assert check_run(tmp_path)["verdict"] != "invalid"
+    with open(log, "a") as f:
+        f.write('{"event": "vote", "term": 5, "candidate": "n2"}\n')
+    r = check_run(tmp_path)
+    assert r["verdict"] == "invalid", r
+    assert "n3 voted twice" not in r["verdict_reason"]
+    assert "a member voted twice in one term (n3 in term 5)" in r["verdict_reason"]
+    assert r["checker"]["anomalies"][0]["type"] == "double-vote"

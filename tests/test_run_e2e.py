@@ -750,7 +750,11 @@ def test_shipped_scenarios_all_load() -> None:
 @pytest.mark.parametrize("fault", OTHER_FAULTS)
 def test_fault_scenario_runs(tmp_path: Path, fault: str) -> None:
     sc = load_faults(ROOT / "faults" / f"{fault}.yaml")
-    named = {n for step in sc.schedule for site in step.params.get("sites", ()) for n in site}
+    named = {n for step in sc.schedule for site in (*step.params.get("sites", ()),
+                                                    *step.params.get("links", ()),
+                                                    step.target) for n in site}
+    named |= set(sc.random.targets if sc.random else ())
+    named = {n for n in named if re.fullmatch(r"n\d+", n)}
     nodes = max([3, *(int(n[1:]) for n in named)])
     limit = time_limit_for(fault, 8.0 if nodes == 3 else 14.0)
     run = run_lab(tmp_path, "register", fault, limit, nodes=nodes)

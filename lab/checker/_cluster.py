@@ -1,5 +1,9 @@
 """Safety seen from outside the clients: what the members said about themselves.
 
+Two checks, both of Raft's election rules, neither of which a client can always see:
+:func:`election_safety` over the status polls and :func:`vote_safety` over the votes the
+members logged.
+
 Raft's *election safety* -- at most one leader per term -- is not something a client can
 always see (two leaders of one term may never serve conflicting answers to the lab's
 clients), but the lab polls every member's status a few times a second
@@ -53,5 +57,33 @@ def election_safety(polls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "Raft allows at most one leader per term (election safety): some member "
                 "must have voted twice in that term, or counted a vote it never got. Two "
                 "leaders of one term can each commit a different entry at the same index."),
+        })
+    return out
+
+
+def vote_safety(votes: Iterable[Any]) -> list[dict[str, Any]]:
+    """Anomalies (``type`` ``double-vote``) from logged votes (:class:`lab.systems.Vote`):
+    a member that voted for two candidates in one term forgot a vote it gave -- Raft
+    writes ``votedFor`` to disk before answering, so that a restart cannot undo it."""
+    given: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)  # -> candidate -> line
+    for v in votes:
+        given[(v.member, v.term)].setdefault(v.candidate, v.line)
+    out = []
+    for (member, term), cands in sorted(given.items()):
+        if len(cands) < 2:
+            continue
+        names = sorted(cands, key=lambda c: cands[c])
+        which = ", ".join(f"{c} (its log, line {cands[c]})" for c in names)
+        out.append({
+            "type": "double-vote",
+            "term": term,
+            "member": member,
+            "candidates": names,
+            "ops": [],
+            "explanation": (
+                f"{member} voted for {len(names)} candidates in term {term}: {which}. A "
+                "member votes at most once per term, and must remember that vote across a "
+                "crash; with two votes from one member, two candidates can each count a "
+                "majority and both lead the term."),
         })
     return out

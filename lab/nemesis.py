@@ -153,7 +153,7 @@ class Nemesis:
             await self.heal_everything(network_only=True)
             self._record("heal", "start", [], {})
             return None
-        if action in UNTARGETED:
+        if action in UNTARGETED or (action == "latency" and "links" in params):
             nodes = []  # the shape is the action's own; it says which nodes it cut off
         else:
             nodes = self.resolve(target, "leader" if action.startswith("leader-") else "random")
@@ -278,6 +278,11 @@ class Nemesis:
             nodes[:] = site
             return await net.partition(topology.components(
                 [site, [n for n in everyone if n not in site]]))
+        if action == "latency" and "links" in params:  # exactly these directed links
+            slow = frozenset((str(a), str(b)) for a, b in params["links"]
+                             if a in everyone and b in everyone)
+            return await net.latency(slow, params.get("ms", 100), params.get("jitter", 0)
+                                     ) if slow else None
         touching = topology.components([nodes, [n for n in everyone if n not in nodes]]) \
             if nodes else frozenset()
         if not touching and action != "cut-client":

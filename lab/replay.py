@@ -353,6 +353,8 @@ def _replay_step(path: str, line: int, rec: dict[str, Any], at: float,
         return Step(line, at, "heal")
     if action in PROCESS_ACTIONS:
         return Step(line, at, action, nodes or ("none",), duration)
+    if action == "latency" and "links" in params:  # exactly the links it named
+        return Step(line, at, action, (), duration, params)
     if action in _TOUCHING:
         return Step(line, at, action, nodes or ("none",), duration, params)
     if action == "datacenters":

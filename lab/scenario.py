@@ -56,7 +56,7 @@ NETWORK_ACTIONS = (
     "cut",  # one-way: everything ``target`` sends to ``to`` is lost
     "leader-send-only",  # the target (usually the leader) can send but not receive
     "leader-receive-only",  # the target can receive but not send
-    "latency",  # delay on links touching the target (``ms``, ``jitter``)
+    "latency",  # delay on links touching the target, or on ``links`` (``ms``, ``jitter``)
     "datacenters",  # sites with latency between them (``sites``, ``ms``, ``jitter``)
     "isolate-site",  # cut one site (``site``) off from the others
     "bandwidth",  # throttle links to and from the target (``rate`` KB/s)
@@ -75,7 +75,7 @@ _NODE_ID = re.compile(r"^n[1-9][0-9]?$")
 # Parameters an action may carry, besides at/action/target/for, with their kinds.
 ACTION_PARAMS: dict[str, dict[str, str]] = {
     "cut": {"to": "target"},
-    "latency": {"ms": "int", "jitter": "int"},
+    "latency": {"ms": "int", "jitter": "int", "links": "links"},
     "datacenters": {"sites": "sites", "ms": "int", "jitter": "int"},
     "isolate-site": {"site": "int"},
     "bandwidth": {"rate": "int"},
@@ -454,6 +454,9 @@ def _params(doc: YamlDoc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
         if avg < 1 or var >= avg:
             raise doc.fail(m["action"][1], "slice needs average_size >= 1 and "
                                            "size_variation < average_size")
+    if action == "latency" and "links" in out and "target" in m:
+        raise doc.fail(m["target"][0], "latency takes a target (every link touching it) or "
+                                       "links (exactly those directed links), not both")
     if action == "cut-links" and "links" not in out:
         raise doc.fail(m["action"][1], "action 'cut-links' needs 'links' (a list of "
                                        "[from, to] node pairs whose traffic is lost)")

@@ -288,6 +288,20 @@ def test_workload_file_round_trip(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- cut-links
 
 
+def test_latency_on_named_links_loads_and_replays(tmp_path: Path) -> None:
+    p = tmp_path / "f.yaml"
+    p.write_text("name: f\ndescription: d\nschedule:\n"
+                 "  - {at: 1s, action: latency, links: [[n1, n3], [n2, n3]], ms: 900}\n")
+    f = load_faults(p)
+    assert (f.schedule[0].target, f.schedule[0].params) == (
+        (), {"links": [["n1", "n3"], ["n2", "n3"]], "ms": 900})
+    record = rec(12.0, "start", "latency", 1, [], params={"links": [["n1", "n3"]], "ms": 900},
+                 links=[["n1", "n3"]])
+    [step] = replay_steps(numbered([record]), 10.0, 30.0, 5)
+    assert (step.at, step.action, step.target, step.params) == (
+        2.0, "latency", (), {"links": [["n1", "n3"]], "ms": 900})
+
+
 def test_cut_links_loads_and_checks_like_every_action(tmp_path: Path) -> None:
     def faults(step: str) -> Path:
         p = tmp_path / "f.yaml"
@@ -314,7 +328,9 @@ def test_cut_links_loads_and_checks_like_every_action(tmp_path: Path) -> None:
         ("- {at: 1s, action: cut-links, links: [[n1, leader]]}", 4, "node ids like n1"),
         ("- {at: 1s, action: cut-links, links: [[n1, n2], [n1, n2]]}", 4, "listed twice"),
         ("- {at: 1s, action: cut-links, links: [[n1, n2]], target: n1}", 4, "takes no target"),
-        ("- at: 1s\n  action: latency\n  links: [[n1, n2]]\n", 6, "unknown key 'links'"),
+        ("- at: 1s\n  action: latency\n  links: [[n1, n2]]\n  target: n1\n", 7,
+         "not both"),
+        ("- at: 1s\n  action: latency\n  links: [[n1]]\n", 6, "a pair [from, to]"),
     ]:
         with pytest.raises(ScenarioError) as e:
             load_faults(faults(step))

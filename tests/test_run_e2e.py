@@ -484,6 +484,8 @@ def check_fault_record(rec: dict[str, Any], members: list[str],
     assert all(a in members and b in members and a != b for a, b in links), rec
     if action in ("kill", "pause", "stop", "restart", "start", "resume"):
         assert nodes and not links, rec
+    elif action == "latency" and "links" in rec.get("params", {}):  # exactly those links
+        assert not nodes and links == {(a, b) for a, b in rec["params"]["links"]}, rec
     elif action in ("isolate", "latency", "bandwidth", "slice", "reset-peer"):
         assert nodes and links == _components([nodes, others]), rec
     elif action == "leader-send-only":  # can send, cannot receive

@@ -54,7 +54,7 @@ from typing import Any
 import trio
 
 from lab import procs
-from lab.systems import Completion, Vote
+from lab.systems import Completion
 
 Address = tuple[str, int]
 
@@ -780,19 +780,3 @@ def _done(a: _Answer, value: Any = None) -> Completion:
         return c
     return Completion("ok", value, node=a.node)
 
-
-# etcd's raft logs every vote it grants: "<voter> [logterm: 5, index: 9, vote: 0] cast
-# MsgVote for <candidate> [logterm: 5, index: 9] at term 6" (pre-votes say MsgPreVote and
-# bind nothing). Member ids are hex; "local-member-id" lines name each log's own.
-_CAST = re.compile(r"\b([0-9a-f]+) \[logterm: \d+, index: \d+, vote: [0-9a-f]+\] cast MsgVote "
-                   r"for ([0-9a-f]+) \[logterm: \d+, index: \d+\] at term (\d+)")
-
-
-def read_votes(member: str, log: Path) -> list[Vote]:
-    """The votes an etcd member logged (candidates by member id in hex)."""
-    out = []
-    with open(log, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if "cast MsgVote" in line and (m := _CAST.search(line)):
-                out.append(Vote(member, int(m.group(3)), m.group(2), n))
-    return out

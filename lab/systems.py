@@ -126,13 +126,15 @@ class Vote:
 
 def votes_in_logs(name: str, nodes_dir: Path) -> list[Vote] | None:
     """Every vote the members of a run logged (``nodes_dir/<member>/node.log``), in
-    log order per member; None for a system whose logs do not say."""
-    if name == "raftkv":
-        from lab.raftkv import read_votes
-    elif name == "etcd":
-        from lab.etcd import read_votes
-    else:
+    log order per member; None for a system whose logs cannot say.
+
+    Only a vote logged once it is cast (answered, hence on disk) counts: a member killed
+    between logging a vote and writing it down never gave it, and may rightly vote again.
+    raftkv logs a vote when its answer is sent. etcd's raft logs "cast MsgVote" when it
+    decides, before the vote reaches its WAL, so etcd's logs are not used."""
+    if name != "raftkv":
         return None
+    from lab.raftkv import read_votes
     out: list[Vote] = []
     for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
         log = d / "node.log"

@@ -28,7 +28,7 @@ from nodes.clients import ClientConn, serve_client
 from nodes.kv import CommandError, KVStore, validate_command
 from nodes.raft import Config, NotLeader, ProtocolViolation, Raft, Ready, Role
 from nodes.transport import PeerSender, serve_peer_connection
-from nodes.types import Entry, Message
+from nodes.types import Entry, Message, MsgType
 from nodes.wal import WAL, WALError
 
 MAX_LINE = 1024 * 1024
@@ -221,6 +221,17 @@ class Node:
     def _send(self, rd: Ready) -> None:
         for m in rd.messages:
             self.senders[m.dst].send_nowait(m)
+            if m.type is MsgType.VOTE_RESP and not m.reject:
+                self._note_vote(m.term, m.dst)
+            elif m.type is MsgType.VOTE:
+                self._note_vote(m.term, self.opts.id)
+
+    def _note_vote(self, term: int, candidate: str) -> None:
+        """Log a vote once it is cast: its answer (or, for our own, our requests) sent,
+        hence already on disk (what a vote must be before anyone hears of it)."""
+        if (term, candidate) != self._last_vote:
+            self._last_vote = (term, candidate)
+            self.log("vote", term=term, candidate=candidate)
 
     async def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -326,11 +337,6 @@ class Node:
         self.log("snapshot-taken", index=snap.index, term=snap.term, retained=len(after))
 
     def _note_role(self, rd: Ready) -> None:
-        vote = (rd.term, self.raft.vote)
-        if vote != self._last_vote:
-            if vote[1] is not None:  # etcd logs each vote it casts too
-                self.log("vote", term=vote[0], candidate=vote[1])
-            self._last_vote = vote
         now = (rd.role, rd.term, rd.leader)
         if now != self._last_role:
             if now[0] != self._last_role[0]:

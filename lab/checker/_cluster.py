@@ -1,8 +1,8 @@
 """Safety seen from outside the clients: what the members said about themselves.
 
 Two checks, both of Raft's election rules, neither of which a client can always see:
-:func:`election_safety` over the status polls and :func:`vote_safety` over the votes the
-members logged.
+:func:`election_safety` over the status polls (any system) and :func:`vote_safety` over
+the votes the members logged once cast (raftkv; see ``lab.systems.votes_in_logs``).
 
 Raft's *election safety* -- at most one leader per term -- is not something a client can
 always see (two leaders of one term may never serve conflicting answers to the lab's

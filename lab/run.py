@@ -497,26 +497,13 @@ def _plans_faults(run_dir: Path) -> bool:
     return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
-def _json_lines(path: Path) -> list[Any]:
-    """Every well-formed JSON line of ``path`` (none if it is missing; a torn line is
-    skipped: the observer may have been killed mid-write)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Check a run's history against its workload's model and record the outcome in
     ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
     from lab.checker import check_history
     from lab.checker._cluster import election_safety, vote_safety
     from lab.history import read_history
+    from lab.report.rundir import json_lines
     from lab.systems import votes_in_logs
 
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
@@ -528,7 +515,7 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     t0 = time.monotonic()
     outcome = check_history(read_history(run_dir / "history.jsonl"), model,
                             time_limit=time_limit, options=options)
-    split = election_safety(_json_lines(run_dir / "cluster.jsonl"))
+    split = election_safety(json_lines(run_dir / "cluster.jsonl", []))
     votes = votes_in_logs(str(scenario.get("system", "raftkv")), run_dir / "nodes")
     double = vote_safety(votes or [])
     found = []

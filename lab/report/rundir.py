@@ -135,13 +135,13 @@ def load_run(path: Path) -> RunData:
     warnings: list[str] = []
     results = _read_json_object(path / "results.json", warnings)
     scenario = _read_yaml_object(path / "scenario.yaml", warnings)
-    events = list(_json_lines(path / "history.jsonl", warnings))
+    events = list(json_lines(path / "history.jsonl", warnings))
     ops = operations(events)
-    schedule = list(_json_lines(path / "schedule.jsonl", warnings))
+    schedule = list(json_lines(path / "schedule.jsonl", warnings))
     if not schedule:
         schedule = [_schedule_record(e) for e in events if e.get("process") == NEMESIS]
     schedule = [r for r in schedule if _is_number(r.get("time"))]
-    polls = [_clean_poll(p) for p in _json_lines(path / "cluster.jsonl", warnings)
+    polls = [_clean_poll(p) for p in json_lines(path / "cluster.jsonl", warnings)
              if _is_number(p.get("time")) and isinstance(p.get("node"), str)]
     return RunData(path, results, scenario, ops, faults_from(schedule), polls,
                    events=len(events), warnings=warnings, files=_files(path))
@@ -246,7 +246,7 @@ def _schedule_record(ev: dict[str, Any]) -> dict[str, Any]:
             "fault": ev.get("fault"), **value}
 
 
-def _json_lines(path: Path, warnings: list[str]) -> Iterator[dict[str, Any]]:
+def json_lines(path: Path, warnings: list[str]) -> Iterator[dict[str, Any]]:
     """The JSON objects of a JSON-lines file; bad lines are skipped and counted."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")

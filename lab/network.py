@@ -52,6 +52,7 @@ from typing import Any
 
 import trio
 
+from lab.procs import free_ports
 from lab.topology import Grid, Link, ordered
 from lab.toxiclient import Proxy, ToxiproxyClient, ToxiproxyError, parse_addr
 
@@ -158,16 +159,18 @@ class Network:
         ids = ordered(nodes)
         if len(ids) != len(nodes):
             raise ValueError(f"duplicate node ids in {list(nodes)}")
-        any_port = f"{host}:0"
+        # Explicit ports from the same source as the members' (never bind(0) here: the
+        # kernel could hand a proxy a member's port that is chosen but not yet bound).
+        spare = iter(free_ports(len(ids) * len(ids), host))
 
         def where(a: str, b: str) -> str:
             fixed = listen(a, b) if listen is not None else None
-            return any_port if fixed is None else _addr(fixed)
+            return f"{host}:{next(spare)}" if fixed is None else _addr(fixed)
 
         entries = [{"name": link_proxy_name(a, b), "listen": where(a, b),
                     "upstream": _addr(nodes[b][0]), "enabled": True}
                    for a in ids for b in ids if a != b]
-        entries += [{"name": client_proxy_name(x), "listen": any_port,
+        entries += [{"name": client_proxy_name(x), "listen": f"{host}:{next(spare)}",
                      "upstream": _addr(nodes[x][1]), "enabled": True} for x in ids]
         created = await client.populate(entries)
         return cls(client, ids, {p.name: p for p in created})

@@ -8,6 +8,7 @@ set to SIGKILL (so even a SIGKILLed controller takes its members with it).
 from __future__ import annotations
 
 import abc
+import collections
 import ctypes
 import os
 import signal
@@ -78,20 +79,35 @@ def listening_ports(ports: Sequence[int]) -> list[int]:
     return sorted(found)
 
 
+#: Ports :func:`free_ports` handed out lately in this process, never handed out twice: a
+#: port picked for a member and closed again is free until the member binds it, and the
+#: kernel would happily give it to the next ``bind(0)`` (a proxy, say) meanwhile.
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=8192)
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports that were free a moment ago (bound to port 0, then closed)."""
+    """``n`` distinct ports that were free a moment ago (bound to port 0, then closed),
+    none of them handed out by an earlier call in this process. Every port a run binds
+    comes from here, so a member and a proxy never get the same one."""
     import socket
 
-    socks, ports = [], []
+    recent = set(_RECENT_PORTS)
+    socks: list[Any] = []
+    ports: list[int] = []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket()
             s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
+            socks.append(s)  # held until the end, so the kernel cannot repeat it now
+            port = s.getsockname()[1]
+            if port not in recent:
+                ports.append(port)
+            if len(socks) > n + 1024:
+                raise OSError(f"no {n} free ports on {host} that were not handed out lately")
     finally:
         for s in socks:
             s.close()
+    _RECENT_PORTS.extend(ports)
     return ports
 
 

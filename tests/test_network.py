@@ -25,7 +25,7 @@ from conftest_processes import request, running, statuses, wait_for, wait_leader
 
 from lab import topology as T
 from lab.network import Network
-from lab.procs import descendants_alive, listening_ports
+from lab.procs import descendants_alive, free_ports, listening_ports
 from lab.raftkv import RaftkvCluster
 from lab.toxiclient import (
     ToxiproxyClient,
@@ -359,12 +359,22 @@ def test_network_creates_one_proxy_per_directed_link_and_per_client_link(
             assert proxies["client->n2"].upstream == f"127.0.0.1:{lab.stubs['n2'].ports[1]}"
             assert proxies["client->n2"].address == lab.net.client_addr("n2")
             assert len(set(lab.net.ports())) == 9
+            members = {port for stub in lab.stubs.values() for port in stub.ports}
+            assert not members & set(lab.net.ports())
             with pytest.raises(KeyError):
                 lab.net.dial("n1", "n1")
             with pytest.raises(ValueError):
                 await lab.net.cut("n1", "n9")
 
     run(body)
+
+
+def test_free_ports_never_hands_out_a_port_twice() -> None:
+    # A member's port is chosen, closed, and bound by the member a moment later; the
+    # proxies' ports come from the same place, so the two must never meet. bind(0) alone
+    # repeats ports often over a few thousand picks (birthday odds on ~28k ports).
+    picked = [port for _ in range(40) for port in free_ports(50)]
+    assert len(picked) == len(set(picked)) == 2000
 
 
 # --------------------------------------------------------------------------- cuts

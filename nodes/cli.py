@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
                    help="take a snapshot once this many entries were applied since the last")
     p.add_argument("--max-inflight", type=int, default=64,
                    help="unacknowledged append messages per follower")
+    p.add_argument("--max-append-entries", type=int, default=1024,
+                   help="log entries per append message (small values send a new leader's "
+                        "backlog in many steps)")
     p.add_argument("--request-timeout", type=float, default=10.0)
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="do not fsync (acknowledged writes can be lost on a crash)")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         bugs=frozenset(a.bug),
         request_timeout=a.request_timeout,
         max_inflight=max(1, a.max_inflight),
+        max_append_entries=max(1, a.max_append_entries),
         seed=a.seed,
     )
     try:

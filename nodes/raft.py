@@ -68,6 +68,16 @@ class ProtocolViolation(Exception):
     """A peer sent something that would break a safety invariant if accepted."""
 
 
+class CommittedConflict(ProtocolViolation):
+    """A leader sent an entry that differs from one this node holds as committed: in a
+    correct cluster this cannot happen (Leader Completeness), so it is evidence that a
+    committed entry is being lost (e.g. a leader counted replicas of an old term's entry)."""
+
+    def __init__(self, leader: str, term: int, index: int, commit: int) -> None:
+        super().__init__(f"leader {leader} would overwrite committed entry {index}")
+        self.leader, self.term, self.index, self.commit = leader, term, index, commit
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     id: str
@@ -552,7 +562,14 @@ class Raft:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.commit:
-            # Everything up to our commit index is known to match the leader's log.
+            # Everything up to our commit index is known to match the leader's log --
+            # unless a committed entry was lost: then the leader sends a different one.
+            for e in m.entries:
+                if e.index > self.commit:
+                    break
+                held = self.log.term(e.index)
+                if held is not None and e.index > self.log.offset and held != e.term:
+                    raise CommittedConflict(m.src, m.term, e.index, self.commit)
             self._send(MsgType.APP_RESP, m.src, index=self.commit)
             return
         if not self.log.match_term(m.index, m.log_term):
@@ -569,9 +586,7 @@ class Raft:
                 break
         if conflict:
             if conflict <= self.commit:
-                raise ProtocolViolation(
-                    f"leader {m.src} would overwrite committed entry {conflict}"
-                )
+                raise CommittedConflict(m.src, m.term, conflict, self.commit)
             new = list(m.entries[conflict - m.entries[0].index :])
             if "no-truncate" in self.bugs and conflict <= self.log.last_index():
                 # BUG no-truncate: keep our conflicting suffix and only take entries past

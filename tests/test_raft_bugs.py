@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 import pytest
 from raftsim import ALL_CHECKS, InvariantViolation, Sim, chaos, election_storm, over_seeds, seeds
 
-from nodes.raft import CORE_BUGS, Role
-from nodes.types import MsgType
+from nodes.raft import CORE_BUGS, CommittedConflict, Config, Raft, Role
+from nodes.types import Entry, HardState, Message, MsgType
 
 ET = 10
 VOTES = (MsgType.VOTE, MsgType.VOTE_RESP)
@@ -207,6 +207,31 @@ def test_old_term_commit_figure8() -> None:
     assert "x" not in sim.value_index  # a never committed x: e legitimately replaced it
 
 
+def test_a_follower_refuses_and_reports_a_leader_that_replaces_a_committed_entry() -> None:
+    # What a member sees after Figure 8 went wrong: it holds index 2 (term 1) as
+    # committed, and a later leader sends a different entry there, after an entry below
+    # our commit index (the path that otherwise just answers "I match up to 2").
+    ents = [Entry(1, 1, "a"), Entry(1, 2, "x"), Entry(1, 3, "y")]
+
+    def follower() -> Raft:
+        return Raft(Config("b", ("a", "b", "c")), hard_state=HardState(3, None, 2),
+                    entries=ents)
+
+    def app(prev: int, prev_term: int, *sent: Entry) -> Message:
+        return Message(MsgType.APP, "c", "b", 4, log_term=prev_term, index=prev,
+                       entries=sent, commit=3)
+
+    raft = follower()
+    raft.step(app(1, 1, ents[1]))  # a duplicate of what we hold: fine
+    raft.step(app(2, 1, Entry(4, 3, None)))  # index 3 is not committed: replaced
+    assert raft.log.term(3) == 4
+    raft = follower()
+    with pytest.raises(CommittedConflict) as e:
+        raft.step(app(1, 1, Entry(2, 2, None), Entry(4, 3, None)))
+    assert (e.value.leader, e.value.term, e.value.index, e.value.commit) == ("c", 4, 2, 2)
+    assert raft.log.term(2) == 1 and raft.log.term(3) == 1  # nothing was taken
+
+
 # --------------------------------------------------------------------------- stale-read
 
 
@@ -271,7 +296,9 @@ def storm(seed: int, bugs: Iterable[str]) -> None:
 SEARCHES = {  # bug -> (random scenario, the invariants it may break first)
     "forget-vote": (storm, {"vote"}),
     "early-ack": (churn, {"commit", "apply"}),
-    "no-truncate": (churn, {"log", "apply"}),  # depending on the suffix lengths
+    # depending on the suffix lengths; "protocol": a member refuses a leader that would
+    # replace an entry it holds as committed (the kept suffix got committed on it)
+    "no-truncate": (churn, {"log", "apply", "protocol"}),
     "stale-read": (churn, {"readindex"}),
 }
 

@@ -30,7 +30,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from lab.scenario import (
     Workload,
     YamlDoc,
     compose_yaml,
+    parse_system_options,
 )
 
 #: Actions that cannot be undone, so their steps take no ``for``.
@@ -84,6 +85,7 @@ class Resolved:
     timed: tuple[tuple[int, float], ...]  # (line, at) of the scenario's timed steps
     election_timeout: float | None = None  # the scenario's timing (seconds), if it set one
     heartbeat: float | None = None
+    system_options: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,16 @@ def read_resolved(path: Path) -> Resolved:
         timed=tuple(timed),
         election_timeout=_seconds(doc, fm, "election_timeout"),
         heartbeat=_seconds(doc, fm, "heartbeat"),
+        system_options=_system_options(doc, fm),
     )
+
+
+def _system_options(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]]
+                    ) -> dict[str, dict[str, int]]:
+    """The scenario's ``system_options`` as the run recorded them (validated again)."""
+    if "system_options" not in fm:
+        return {}
+    return parse_system_options(doc, fm["system_options"][1])
 
 
 def _seconds(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]], key: str
@@ -479,7 +490,8 @@ def load_replay(run_dir: Path) -> ReplayPlan:
                            resolved.time_limit, tuple(steps),
                            initial_leader=initial_leader(results, resolved.nodes),
                            election_timeout=resolved.election_timeout,
-                           heartbeat=resolved.heartbeat)
+                           heartbeat=resolved.heartbeat,
+                           system_options=resolved.system_options)
     skipped = sum(1 for _, rec in records if rec.get("phase") == "skipped")
     return ReplayPlan(run_dir, resolved, faults, origin, origin_from, skipped)
 
@@ -507,7 +519,8 @@ def step_dict(step: Step) -> dict[str, Any]:
 def faults_yaml(name: str, description: str, steps: Sequence[Step],
                 time_limit: float | None, header: str = "",
                 initial_leader: str | None = None,
-                timing: tuple[float | None, float | None] = (None, None)) -> str:
+                timing: tuple[float | None, float | None] = (None, None),
+                system_options: dict[str, dict[str, int]] | None = None) -> str:
     """A fault-scenario file of plain timed steps (``lab.scenario.load_faults`` reads it)."""
     doc: dict[str, Any] = {"name": name, "description": description}
     if time_limit is not None:
@@ -518,6 +531,8 @@ def faults_yaml(name: str, description: str, steps: Sequence[Step],
         doc["timing"] = {k: duration_text(t) for k, t in zip(("election", "heartbeat"),
                                                              timing, strict=True)
                          if t is not None}
+    if system_options:
+        doc["system_options"] = {k: dict(v) for k, v in system_options.items()}
     if steps:
         doc["schedule"] = [step_dict(s) for s in steps]
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=96)

@@ -162,11 +162,12 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(self.dir / "history.jsonl")
-        timing = {"election_ms": ms(self.f.election_timeout),
-                  "heartbeat_ms": ms(self.f.heartbeat)}
+        options: dict[str, Any] = {"election_ms": ms(self.f.election_timeout),
+                                   "heartbeat_ms": ms(self.f.heartbeat),
+                                   **self.f.system_options.get(self.opts.system, {})}
         system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
                              bugs=self.opts.bugs,
-                             options={k: v for k, v in timing.items() if v is not None})
+                             options={k: v for k, v in options.items() if v is not None})
         cluster = system.cluster
         self.client_factory: ClientFactory = system.client
         self.version = cluster.version()
@@ -501,10 +502,10 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     """Check a run's history against its workload's model and record the outcome in
     ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
     from lab.checker import check_history
-    from lab.checker._cluster import election_safety, vote_safety
+    from lab.checker._cluster import commit_safety, election_safety, vote_safety
     from lab.history import read_history
     from lab.report.rundir import json_lines
-    from lab.systems import votes_in_logs
+    from lab.systems import commit_conflicts_in_logs, votes_in_logs
 
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
     results_path = run_dir / "results.json"
@@ -518,6 +519,8 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     split = election_safety(json_lines(run_dir / "cluster.jsonl", []))
     votes = votes_in_logs(str(scenario.get("system", "raftkv")), run_dir / "nodes")
     double = vote_safety(votes or [])
+    lost = commit_safety(commit_conflicts_in_logs(str(scenario.get("system", "raftkv")),
+                                                  run_dir / "nodes"))
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
@@ -526,11 +529,15 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     if double:
         found.append("a member voted twice in one term (" + ", ".join(
             f"{a['member']} in term {a['term']}" for a in double) + "), by its own log")
+    if lost:
+        found.append("a leader overwrote a committed entry (" + ", ".join(
+            f"{a['member']}" + (f" at index {a['index']}" if a["index"] is not None else "")
+            for a in lost) + "), by the members' logs")
     if found:
         what = "; ".join(found)
         outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
         outcome.valid = False
-        outcome.anomalies = [*split, *double, *outcome.anomalies]
+        outcome.anomalies = [*split, *double, *lost, *outcome.anomalies]
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
     try:

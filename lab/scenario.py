@@ -148,6 +148,10 @@ class FaultScenario:
     election_timeout: float | None = None
     heartbeat: float | None = None
     timing_line: int = 0
+    # Settings of one system under test, by system name, applied only when that system
+    # runs (``system_options: {raftkv: {max_append_entries: 1}}``; see
+    # :data:`lab.systems.SYSTEM_OPTIONS`).
+    system_options: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- node tree
@@ -371,6 +375,7 @@ def load_workload(path: Path) -> Workload:
 # --------------------------------------------------------------------------- fault scenarios
 
 _FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader",
+               "system_options",
                "timing")
 _STEP_KEYS = ("at", "action", "target", "for")
 _RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
@@ -534,10 +539,35 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
         if not _NODE_ID.match(leader):
             raise doc.fail(lnode, f"initial_leader must be a node id like n1, got {leader!r}")
     election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
+    options = parse_system_options(doc, m["system_options"][1]) if "system_options" in m else {}
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
                          doc.string(m["description"][1], "description"), own_limit,
                          tuple(steps), rnd, leader, leader_line, election, heartbeat,
-                         m["timing"][1].start_mark.line + 1 if "timing" in m else 0)
+                         m["timing"][1].start_mark.line + 1 if "timing" in m else 0,
+                         options)
+
+
+def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, int]]:
+    """``system_options: {raftkv: {max_append_entries: 1}}``: per system, the settings
+    :data:`lab.systems.SYSTEM_OPTIONS` knows, each an integer in its range."""
+    from lab.systems import SYSTEM_OPTIONS
+
+    m = doc.mapping(node, "system_options")
+    out: dict[str, dict[str, int]] = {}
+    for _, (knode, vnode) in m.items():
+        name = doc.one_of(knode, tuple(SYSTEM_OPTIONS), "system")
+        known = SYSTEM_OPTIONS[name]
+        om = doc.mapping(vnode, f"system_options.{name}")
+        got: dict[str, int] = {}
+        for key, (onode, value) in om.items():
+            if key not in known:
+                expected = ", ".join(known) or f"none: {name} has no settings here"
+                raise doc.fail(onode, f"unknown option '{key}' for {name} "
+                                      f"(expected one of: {expected})")
+            lo, hi, _ = known[key]
+            got[key] = doc.integer(value, f"system_options.{name}.{key}", lo, hi)
+        out[name] = got
+    return out
 
 
 def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
@@ -645,6 +675,17 @@ def json_schema() -> dict[str, Any]:
                       "properties": {"reads": {"type": "boolean"}, "settle": duration}},
         },
     }
+    from lab.systems import SYSTEM_OPTIONS
+
+    system_options = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            name: {"type": "object", "additionalProperties": False,
+                   "properties": {key: {"type": "integer", "minimum": lo, "maximum": hi,
+                                        "description": what}
+                                  for key, (lo, hi, what) in known.items()}}
+            for name, known in SYSTEM_OPTIONS.items()},
+    }
     faults = {
         "$id": "raftlab-faults", "type": "object", "additionalProperties": False,
         "required": ["name", "description"],
@@ -654,6 +695,7 @@ def json_schema() -> dict[str, Any]:
             "initial_leader": {"type": "string", "pattern": _NODE_ID.pattern},
             "timing": {"type": "object", "additionalProperties": False,
                        "properties": {"election": duration, "heartbeat": duration}},
+            "system_options": system_options,
             "schedule": {"type": "array", "items": step},
             "random": {"type": "object", "additionalProperties": False,
                        "required": ["interval", "duration", "actions"],

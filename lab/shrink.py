@@ -276,7 +276,8 @@ class ProcessRunner:
                            f"{self.plan.source}.",
                            [self.steps[i] for i in c.steps], c.time_limit, header,
                            self.plan.faults.initial_leader,
-                           (self.plan.faults.election_timeout, self.plan.faults.heartbeat))
+                           (self.plan.faults.election_timeout, self.plan.faults.heartbeat),
+                           self.plan.faults.system_options)
 
     def argv(self, c: Candidate, faults: Path) -> list[str]:
         r = self.plan.resolved

@@ -31,6 +31,17 @@ STATUS_FIELDS = ("node", "role", "term", "leader", "commit", "applied", "last_in
 
 SYSTEMS = ("raftkv", "etcd")
 
+#: Settings a fault scenario may give one system (``system_options``): name ->
+#: (lowest, highest, what it does). Only the named system sees them.
+SYSTEM_OPTIONS: dict[str, dict[str, tuple[int, int, str]]] = {
+    "raftkv": {
+        "max_append_entries": (1, 1_000_000, "log entries per append message (raftkv's "
+                               "--max-append-entries; small values make a new leader send "
+                               "an old backlog in many steps)"),
+    },
+    "etcd": {},
+}
+
 
 @dataclass
 class Completion:
@@ -91,7 +102,8 @@ def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (
                 options: Mapping[str, Any] | None = None) -> System:
     """The adapter for ``name`` (one of :data:`SYSTEMS`) with ``size`` members whose data
     and logs go under ``base_dir``. ``options`` common to both: ``election_ms`` and
-    ``heartbeat_ms`` (a scenario's ``timing``)."""
+    ``heartbeat_ms`` (a scenario's ``timing``); raftkv also takes its
+    :data:`SYSTEM_OPTIONS`."""
     if name == "raftkv":
         from lab.raftkv import RaftkvClient, RaftkvCluster
 
@@ -101,6 +113,8 @@ def make_system(name: str, base_dir: Path, size: int, *, bugs: Sequence[str] = (
             extra += ["--election-timeout-ms", str(opts.pop("election_ms"))]
         if opts.get("heartbeat_ms") is not None:
             extra += ["--heartbeat-ms", str(opts.pop("heartbeat_ms"))]
+        if opts.get("max_append_entries") is not None:
+            extra += ["--max-append-entries", str(opts.pop("max_append_entries"))]
         if any(v is not None for v in opts.values()):
             raise ValueError(f"unknown raftkv options {sorted(opts)}")
         return System(RaftkvCluster(base_dir, size=size, bugs=bugs, extra_args=extra),
@@ -140,6 +154,62 @@ def votes_in_logs(name: str, nodes_dir: Path) -> list[Vote] | None:
         log = d / "node.log"
         if log.is_file():
             out += read_votes(d.name, log)
+    return out
+
+
+@dataclass(frozen=True)
+class CommitConflict:
+    """A member's log says a leader sent it an entry that differs from one it held as
+    committed (``index``), which only a lost committed entry explains."""
+
+    member: str
+    index: int | None
+    leader: str | None
+    term: int | None
+    line: int  # in the member's log
+    text: str  # what the log line says, for the anomaly's explanation
+
+
+#: What etcd's raft says (and then panics) when a leader's entry conflicts with a
+#: committed one (raft/log.go, ``maybeAppend``).
+ETCD_CONFLICT = "conflict with committed entry"
+
+
+def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]:
+    """Every committed-entry conflict the members of a run logged
+    (``nodes_dir/<member>/node.log``): raftkv's ``committed-conflict`` events, and the
+    line etcd's raft writes before it panics on one."""
+    import json
+
+    out: list[CommitConflict] = []
+    for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
+        log = d / "node.log"
+        if not log.is_file():
+            continue
+        needle = '"committed-conflict"' if name == "raftkv" else ETCD_CONFLICT
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if needle not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    rec = {}
+                if name == "raftkv":
+                    if rec.get("event") != "committed-conflict":
+                        continue
+                    index, leader, term = rec.get("index"), rec.get("leader"), rec.get("term")
+                    text = (f"leader {leader} of term {term} sent an entry at index {index}, "
+                            f"which it holds as committed (commit index {rec.get('commit')})")
+                else:
+                    index, leader, term = None, None, None
+                    text = str(rec.get("msg") or line.strip())[:300]
+                out.append(CommitConflict(
+                    d.name, index if type(index) is int else None,
+                    leader if isinstance(leader, str) else None,
+                    term if type(term) is int else None, n, text))
     return out
 
 

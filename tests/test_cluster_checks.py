@@ -123,3 +123,56 @@ def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path
     assert "n3 voted twice" not in r["verdict_reason"]
     assert "a member voted twice in one term (n3 in term 5)" in r["verdict_reason"]
     assert r["checker"]["anomalies"][0]["type"] == "double-vote"
+
+
+def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
+    from lab.checker._cluster import commit_safety
+    from lab.systems import commit_conflicts_in_logs
+
+    nodes = tmp_path / "nodes"
+    (nodes / "n2").mkdir(parents=True)
+    (nodes / "n2" / "node.log").write_text(
+        '{"ts": 1.0, "node": "n2", "event": "started", "term": 4}\n'
+        '{"ts": 1.1, "node": "n2", "event": "rejected-peer-message", "peer": "n9"}\n'
+        'garbage "committed-conflict"\n'
+        '{"ts": 1.2, "node": "n2", "event": "committed-conflict", "leader": "n5", '
+        '"term": 9, "index": 24, "commit": 25}\n'
+        '{"ts": 1.3, "node": "n2", "event": "committed-conflict", "leader": "n5", '
+        '"term": 10, "index": 24, "commit": 25}\n')
+    found = commit_conflicts_in_logs("raftkv", nodes)
+    assert [(c.member, c.index, c.leader, c.term, c.line) for c in found] == [
+        ("n2", 24, "n5", 9, 4), ("n2", 24, "n5", 10, 5)]
+    [a] = commit_safety(found)  # one per member and index
+    assert (a["type"], a["member"], a["index"], a["leader"]) == (
+        "committed-entry-overwritten", "n2", 24, "n5")
+    assert "line 4" in a["explanation"]
+    assert commit_safety([]) == []
+    # etcd's raft says this, then panics (raft/log.go, maybeAppend)
+    (nodes / "n3").mkdir()
+    (nodes / "n3" / "node.log").write_text(
+        '{"level":"info","msg":"raft.node: 8e9e05c52164694d elected leader"}\n'
+        '{"level":"panic","msg":"entry 7 conflict with committed entry [committed(8)]"}\n')
+    [c] = commit_conflicts_in_logs("etcd", nodes)
+    assert (c.member, c.line) == ("n3", 2) and "committed(8)" in c.text
+    assert commit_conflicts_in_logs("raftkv", tmp_path / "nowhere") == []
+
+
+def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
+        tmp_path: Path) -> None:
+    from lab.run import check_run
+
+    (tmp_path / "scenario.yaml").write_text(json.dumps(
+        {"system": "raftkv", "workload": {"model": "register"}, "faults": {"name": "none"}}))
+    (tmp_path / "history.jsonl").write_text("")
+    (tmp_path / "results.json").write_text(json.dumps({"counts": {"ok": 0}}))
+    log = tmp_path / "nodes" / "n1" / "node.log"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"event": "rejected-peer-message", "peer": "n5", "reason": "x"}\n')
+    assert check_run(tmp_path)["verdict"] != "invalid"
+    with open(log, "a") as f:
+        f.write('{"event": "committed-conflict", "leader": "n5", "term": 4, "index": 24, '
+                '"commit": 24}\n')
+    r = check_run(tmp_path)
+    assert r["verdict"] == "invalid", r
+    assert "a leader overwrote a committed entry (n1 at index 24)" in r["verdict_reason"]
+    assert r["checker"]["anomalies"][0]["type"] == "committed-entry-overwritten"

@@ -466,3 +466,17 @@ def test_replay_refuses_arguments_that_change_the_experiment(
     assert code == 2 and out == ""
     line = one_line(err)
     assert f"cannot be combined with {named} (only --out and --toxiproxy)" in line
+
+
+def test_system_options_survive_a_replay_and_a_shrunk_file(tmp_path: Path) -> None:
+    # figure-8 only works with raftkv's one-entry appends: its replay and any scenario
+    # shrunk from it must keep them.
+    run = make_run(tmp_path, [rec(2.0, "start", "kill", 1, ["n1"])], faults="figure-8",
+                   nodes=5, bugs=("old-term-commit",), leader="n1")
+    plan = load_replay(run)
+    assert plan.resolved.system_options == {"raftkv": {"max_append_entries": 1}}
+    assert plan.faults.system_options == {"raftkv": {"max_append_entries": 1}}
+    out = tmp_path / "shrunk.yaml"
+    out.write_text(faults_yaml("f", "d", plan.faults.schedule, 10.0,
+                               system_options=plan.faults.system_options))
+    assert load_faults(out).system_options == {"raftkv": {"max_append_entries": 1}}

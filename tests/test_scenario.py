@@ -159,6 +159,18 @@ FAULT_ERRORS = [
          action: kill
          target: [n1, n2
      """, 7, "not valid YAML"),
+    ("name: x\ndescription: y\nsystem_options: {etcd: {max_append_entries: 1}}\n", 3,
+     "unknown option 'max_append_entries' for etcd (expected one of: none"),
+    ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append: 1}\n", 4,
+     "unknown option 'max_append' for raftkv (expected one of: max_append_entries)"),
+    ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 0}\n", 4,
+     "system_options.raftkv.max_append_entries must be from 1 to"),
+    ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 2s}\n", 4,
+     "must be a whole number"),
+    ("name: x\ndescription: y\nsystem_options:\n  zookeeper: {}\n", 4,
+     "unknown system 'zookeeper' (expected one of: raftkv, etcd)"),
+    ("name: x\ndescription: y\nsystem_options: [raftkv]\n", 3,
+     "system_options must be a mapping"),
     ("- just\n- a list\n", 1, "a fault scenario must be a mapping"),
     ("", 1, "the file is empty"),
     ("name: x\n", 1, "a fault scenario needs the key 'description'"),
@@ -230,8 +242,20 @@ def test_resolved_steps_keep_their_parameters(tmp_path: Path) -> None:
     assert (cut.action, cut.params, cut.duration) == ("isolate-site", {"site": 0}, 6.0)
 
 
+def test_system_options_reach_only_their_system(tmp_path: Path) -> None:
+    from lab.systems import make_system
+
+    f = load_faults(ROOT / "faults" / "figure-8.yaml")
+    assert f.system_options == {"raftkv": {"max_append_entries": 1}}
+    raftkv = make_system("raftkv", tmp_path, 3, options=f.system_options["raftkv"]).cluster
+    assert "--max-append-entries" in raftkv.extra_args  # type: ignore[attr-defined]
+    assert f.system_options.get("etcd") is None  # etcd runs figure-8 without them
+
+
 def test_json_schema_names_every_action_and_model() -> None:
     s = json_schema()
+    opts = s["$defs"]["faults"]["properties"]["system_options"]["properties"]
+    assert opts["raftkv"]["properties"]["max_append_entries"]["minimum"] == 1
     step = s["$defs"]["faults"]["properties"]["schedule"]["items"]
     assert "partition-halves" in step["properties"]["action"]["enum"]
     assert "list-append" in s["$defs"]["workload"]["properties"]["model"]["enum"]

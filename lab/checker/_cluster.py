@@ -1,8 +1,10 @@
 """Safety seen from outside the clients: what the members said about themselves.
 
-Two checks, both of Raft's election rules, neither of which a client can always see:
-:func:`election_safety` over the status polls (any system) and :func:`vote_safety` over
-the votes the members logged once cast (raftkv; see ``lab.systems.votes_in_logs``).
+Three checks of Raft's safety rules, none of which a client can always see:
+:func:`election_safety` over the status polls (any system), :func:`vote_safety` over
+the votes the members logged once cast (raftkv; see ``lab.systems.votes_in_logs``) and
+:func:`commit_safety` over the committed-entry conflicts the members logged (raftkv and
+etcd; see ``lab.systems.commit_conflicts_in_logs``).
 
 Raft's *election safety* -- at most one leader per term -- is not something a client can
 always see (two leaders of one term may never serve conflicting answers to the lab's
@@ -85,5 +87,34 @@ def vote_safety(votes: Iterable[Any]) -> list[dict[str, Any]]:
                 "member votes at most once per term, and must remember that vote across a "
                 "crash; with two votes from one member, two candidates can each count a "
                 "majority and both lead the term."),
+        })
+    return out
+
+
+def commit_safety(conflicts: Iterable[Any]) -> list[dict[str, Any]]:
+    """Anomalies (``type`` ``committed-entry-overwritten``) from the committed-entry
+    conflicts members logged (:class:`lab.systems.CommitConflict`), one per member and
+    index. A member only holds an entry as committed once a leader told it so; a later
+    leader without that entry breaks Leader Completeness, and the entry is lost from
+    every member that follows it (Raft paper, Figure 8)."""
+    first: dict[tuple[str, int | None], Any] = {}
+    for c in conflicts:
+        first.setdefault((c.member, c.index), c)
+    out = []
+    for (member, index), c in sorted(first.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        at = f" at index {index}" if index is not None else ""
+        out.append({
+            "type": "committed-entry-overwritten",
+            "member": member,
+            "index": index,
+            "leader": c.leader,
+            "term": c.term,
+            "ops": [],
+            "explanation": (
+                f"{member} held an entry{at} as committed, and a leader sent it a different "
+                f"one there (its log, line {c.line}: {c.text}). Every later leader must "
+                "hold every committed entry (leader completeness); this one does not, so "
+                "the entry is lost from the members that follow it, and members that "
+                "applied it disagree with the rest."),
         })
     return out

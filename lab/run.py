@@ -530,7 +530,7 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
         found.append("a member voted twice in one term (" + ", ".join(
             f"{a['member']} in term {a['term']}" for a in double) + "), by its own log")
     if lost:
-        found.append("a leader overwrote a committed entry (" + ", ".join(
+        found.append("a leader's log contradicts a committed entry (" + ", ".join(
             f"{a['member']}" + (f" at index {a['index']}" if a["index"] is not None else "")
             for a in lost) + "), by the members' logs")
     if found:

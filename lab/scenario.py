@@ -555,15 +555,17 @@ def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, i
     m = doc.mapping(node, "system_options")
     out: dict[str, dict[str, int]] = {}
     for _, (knode, vnode) in m.items():
-        name = doc.one_of(knode, tuple(SYSTEM_OPTIONS), "system")
+        name = doc.one_of(knode, tuple(SYSTEM_OPTIONS), "system in system_options")
         known = SYSTEM_OPTIONS[name]
         om = doc.mapping(vnode, f"system_options.{name}")
         got: dict[str, int] = {}
         for key, (onode, value) in om.items():
+            if not known:
+                raise doc.fail(onode, f"unknown option '{key}': {name} takes no "
+                                      "system_options")
             if key not in known:
-                expected = ", ".join(known) or f"none: {name} has no settings here"
                 raise doc.fail(onode, f"unknown option '{key}' for {name} "
-                                      f"(expected one of: {expected})")
+                                      f"(expected one of: {', '.join(known)})")
             lo, hi, _ = known[key]
             got[key] = doc.integer(value, f"system_options.{name}.{key}", lo, hi)
         out[name] = got

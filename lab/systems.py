@@ -18,6 +18,7 @@ cannot be told a per-link address (etcd advertises one URL per member).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,7 @@ class CommitConflict:
 #: What etcd's raft says (and then panics) when a leader's entry conflicts with a
 #: committed one (raft/log.go, ``maybeAppend``).
 ETCD_CONFLICT = "conflict with committed entry"
+_ETCD_INDEX = re.compile(r"entry (\d+) conflict with committed entry")
 
 
 def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]:
@@ -204,8 +206,10 @@ def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]
                     text = (f"leader {leader} of term {term} sent an entry at index {index}, "
                             f"which it holds as committed (commit index {rec.get('commit')})")
                 else:
-                    index, leader, term = None, None, None
-                    text = str(rec.get("msg") or line.strip())[:300]
+                    said = str(rec.get("msg") or line.strip())
+                    found = _ETCD_INDEX.search(said)
+                    index, leader, term = int(found[1]) if found else None, None, None
+                    text = said[:300]
                 out.append(CommitConflict(
                     d.name, index if type(index) is int else None,
                     leader if isinstance(leader, str) else None,

@@ -561,6 +561,10 @@ class Raft:
             self._handle_snapshot(m)
 
     def _handle_append(self, m: Message) -> None:
+        if self.log.offset < m.index <= self.commit and self.log.term(m.index) != m.log_term:
+            # The entry before the leader's holds a different term from ours, which we
+            # hold as committed: a committed entry was lost (a leader lacks it).
+            raise CommittedConflict(m.src, m.term, m.index, self.commit)
         if m.index < self.commit:
             # Everything up to our commit index is known to match the leader's log --
             # unless a committed entry was lost: then the leader sends a different one.

@@ -169,10 +169,9 @@ class Node:
                 self._conflicts_logged.add(seen)
                 self.log("committed-conflict", leader=e.leader, term=e.term, index=e.index,
                          commit=e.commit)
-            return
         except ProtocolViolation as e:
             self.log("rejected-peer-message", peer=m.src, reason=str(e))
-            return
+        # (step may have changed our state, e.g. the term, before it refused the message)
         self.kick()
 
     async def open_listeners(self) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:

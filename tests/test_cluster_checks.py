@@ -144,7 +144,7 @@ def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: 
         ("n2", 24, "n5", 9, 4), ("n2", 24, "n5", 10, 5)]
     [a] = commit_safety(found)  # one per member and index
     assert (a["type"], a["member"], a["index"], a["leader"]) == (
-        "committed-entry-overwritten", "n2", 24, "n5")
+        "committed-entry-conflict", "n2", 24, "n5")
     assert "line 4" in a["explanation"]
     assert commit_safety([]) == []
     # etcd's raft says this, then panics (raft/log.go, maybeAppend)
@@ -153,7 +153,7 @@ def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: 
         '{"level":"info","msg":"raft.node: 8e9e05c52164694d elected leader"}\n'
         '{"level":"panic","msg":"entry 7 conflict with committed entry [committed(8)]"}\n')
     [c] = commit_conflicts_in_logs("etcd", nodes)
-    assert (c.member, c.line) == ("n3", 2) and "committed(8)" in c.text
+    assert (c.member, c.line, c.index) == ("n3", 2, 7) and "committed(8)" in c.text
     assert commit_conflicts_in_logs("raftkv", tmp_path / "nowhere") == []
 
 
@@ -174,5 +174,5 @@ def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
                 '"commit": 24}\n')
     r = check_run(tmp_path)
     assert r["verdict"] == "invalid", r
-    assert "a leader overwrote a committed entry (n1 at index 24)" in r["verdict_reason"]
-    assert r["checker"]["anomalies"][0]["type"] == "committed-entry-overwritten"
+    assert "a leader's log contradicts a committed entry (n1 at index 24)" in r["verdict_reason"]
+    assert r["checker"]["anomalies"][0]["type"] == "committed-entry-conflict"

@@ -230,6 +230,10 @@ def test_a_follower_refuses_and_reports_a_leader_that_replaces_a_committed_entry
         raft.step(app(1, 1, Entry(2, 2, None), Entry(4, 3, None)))
     assert (e.value.leader, e.value.term, e.value.index, e.value.commit) == ("c", 4, 2, 2)
     assert raft.log.term(2) == 1 and raft.log.term(3) == 1  # nothing was taken
+    # the entry before the leader's is the committed one, and it differs from ours
+    with pytest.raises(CommittedConflict) as e:
+        raft.step(app(2, 2, Entry(4, 3, None)))
+    assert (e.value.index, e.value.commit) == (2, 2)
 
 
 # --------------------------------------------------------------------------- stale-read

@@ -160,7 +160,7 @@ FAULT_ERRORS = [
          target: [n1, n2
      """, 7, "not valid YAML"),
     ("name: x\ndescription: y\nsystem_options: {etcd: {max_append_entries: 1}}\n", 3,
-     "unknown option 'max_append_entries' for etcd (expected one of: none"),
+     "unknown option 'max_append_entries': etcd takes no system_options"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append: 1}\n", 4,
      "unknown option 'max_append' for raftkv (expected one of: max_append_entries)"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 0}\n", 4,
@@ -168,7 +168,7 @@ FAULT_ERRORS = [
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 2s}\n", 4,
      "must be a whole number"),
     ("name: x\ndescription: y\nsystem_options:\n  zookeeper: {}\n", 4,
-     "unknown system 'zookeeper' (expected one of: raftkv, etcd)"),
+     "unknown system in system_options 'zookeeper' (expected one of: raftkv, etcd)"),
     ("name: x\ndescription: y\nsystem_options: [raftkv]\n", 3,
      "system_options must be a mapping"),
     ("- just\n- a list\n", 1, "a fault scenario must be a mapping"),

@@ -345,3 +345,38 @@ def test_a_seeded_bug_failure_replays_and_shrinks(tmp_path: Path) -> None:
     assert f"--nodes 3 --seed {original.name.split('-s')[-1]} --bug stale-read" in text
     assert str(original.resolve()) in text
     print(f"whole test: {time.monotonic() - t0:.0f} s")
+
+
+@pytest.mark.processes
+def test_a_figure_8_failure_replays(tmp_path: Path) -> None:
+    """The scripted Figure 8 (faults/figure-8.yaml) loses a committed entry on raftkv with
+    old-term-commit, and so does its replay: the script leaves little to chance, so here a
+    replay that does not fail again is a failure, not an expected one."""
+    reports = tmp_path / "reports"
+    original, outs = None, []
+    for seed in (1, 2):
+        code, out = raftlab("run", "workloads/register.yaml", "faults/figure-8.yaml",
+                            "--nodes", "5", "--bug", "old-term-commit", "--seed", str(seed),
+                            "--out", str(reports))
+        outs.append(out[-2000:])
+        if code == 1:
+            original = run_dir_of(out)
+            break
+    assert original is not None, outs
+    assert "a leader's log contradicts a committed entry" in outs[-1]
+    replays = []
+    for _ in range(2):
+        code, out = raftlab("run", "--replay", str(original), "--out", str(reports))
+        replays.append(code)
+        replay = run_dir_of(out)
+        scenario = yaml.safe_load((replay / "scenario.yaml").read_text())
+        # the replay keeps what made it possible: one entry per append, the same leader
+        assert scenario["faults"]["system_options"] == {"raftkv": {"max_append_entries": 1}}
+        assert scenario["faults"]["initial_leader"] == "n1"
+        if code == 1:
+            results = json.loads((replay / "results.json").read_text())
+            kinds = {a["type"] for a in results["checker"]["anomalies"]}
+            assert "committed-entry-conflict" in kinds, kinds
+            break
+    assert members_left(tmp_path) == []
+    assert 1 in replays, f"neither replay of {original} failed again: {replays}"

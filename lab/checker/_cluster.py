@@ -92,11 +92,12 @@ def vote_safety(votes: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def commit_safety(conflicts: Iterable[Any]) -> list[dict[str, Any]]:
-    """Anomalies (``type`` ``committed-entry-overwritten``) from the committed-entry
+    """Anomalies (``type`` ``committed-entry-conflict``) from the committed-entry
     conflicts members logged (:class:`lab.systems.CommitConflict`), one per member and
-    index. A member only holds an entry as committed once a leader told it so; a later
-    leader without that entry breaks Leader Completeness, and the entry is lost from
-    every member that follows it (Raft paper, Figure 8)."""
+    index. A member holds an entry as committed only once a leader said so, and in a
+    correct cluster every later leader has that very entry (leader completeness); a
+    leader with a different one means a committed entry was lost (Raft paper, Figure 8)
+    or the member applied an entry the others never committed."""
     first: dict[tuple[str, int | None], Any] = {}
     for c in conflicts:
         first.setdefault((c.member, c.index), c)
@@ -104,17 +105,17 @@ def commit_safety(conflicts: Iterable[Any]) -> list[dict[str, Any]]:
     for (member, index), c in sorted(first.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         at = f" at index {index}" if index is not None else ""
         out.append({
-            "type": "committed-entry-overwritten",
+            "type": "committed-entry-conflict",
             "member": member,
             "index": index,
             "leader": c.leader,
             "term": c.term,
             "ops": [],
             "explanation": (
-                f"{member} held an entry{at} as committed, and a leader sent it a different "
-                f"one there (its log, line {c.line}: {c.text}). Every later leader must "
-                "hold every committed entry (leader completeness); this one does not, so "
-                "the entry is lost from the members that follow it, and members that "
-                "applied it disagree with the rest."),
+                f"{member} held an entry{at} as committed, and a leader's log has a "
+                f"different one there (its log, line {c.line}: {c.text}). Every leader "
+                "must hold every committed entry (leader completeness), so either a "
+                "committed entry was lost, or this member applied an entry that was never "
+                "committed; either way members disagree on what was applied there."),
         })
     return out

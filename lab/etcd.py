@@ -19,6 +19,9 @@ This needs root (or CAP_SYS_ADMIN) for ``unshare --mount``; :func:`problem` says
 through a proxy), mapped onto :data:`lab.systems.STATUS_FIELDS`: ``role`` is ``leader``
 when the member names itself, ``follower`` when it names another member and
 ``candidate`` when it knows no leader (etcd does not say whether it is campaigning);
+``term`` is ``raftTerm``, which is the term of the last entry the member applied, not
+its current term (a new leader reports the old term until an entry of its own term
+applies, so the lab takes etcd's leaderships from its logs, not from these polls);
 ``commit`` is ``raftIndex``, ``applied`` ``raftAppliedIndex``; ``last_index`` and
 ``snapshot_index`` are not reported by etcd (None). Member ids map to names through
 ``/v3/cluster/member/list``, asked once.

@@ -502,10 +502,15 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     """Check a run's history against its workload's model and record the outcome in
     ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
     from lab.checker import check_history
-    from lab.checker._cluster import commit_safety, election_safety, vote_safety
+    from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
     from lab.history import read_history
     from lab.report.rundir import json_lines
-    from lab.systems import commit_conflicts_in_logs, votes_in_logs
+    from lab.systems import (
+        STATUS_TERM_IS_CURRENT,
+        commit_conflicts_in_logs,
+        leader_claims_in_logs,
+        votes_in_logs,
+    )
 
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
     results_path = run_dir / "results.json"
@@ -516,15 +521,19 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     t0 = time.monotonic()
     outcome = check_history(read_history(run_dir / "history.jsonl"), model,
                             time_limit=time_limit, options=options)
-    split = election_safety(json_lines(run_dir / "cluster.jsonl", []))
-    votes = votes_in_logs(str(scenario.get("system", "raftkv")), run_dir / "nodes")
+    system = str(scenario.get("system", "raftkv"))
+    split = leader_safety(leader_claims_in_logs(system, run_dir / "nodes"))
+    if STATUS_TERM_IS_CURRENT.get(system, False):
+        logged = {a["term"] for a in split}
+        split += [a for a in election_safety(json_lines(run_dir / "cluster.jsonl", []))
+                  if a["term"] not in logged]
+    votes = votes_in_logs(system, run_dir / "nodes")
     double = vote_safety(votes or [])
-    lost = commit_safety(commit_conflicts_in_logs(str(scenario.get("system", "raftkv")),
-                                                  run_dir / "nodes"))
+    lost = commit_safety(commit_conflicts_in_logs(system, run_dir / "nodes"))
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
-        found.append(f"two leaders in one term (term {terms}), seen in the cluster's "
+        found.append(f"two leaders in one term (term {terms}), by the members' logs or "
                      "status polls")
     if double:
         found.append("a member voted twice in one term (" + ", ".join(

@@ -217,6 +217,54 @@ def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]
     return out
 
 
+@dataclass(frozen=True)
+class LeaderClaim:
+    """A member's log says it became the leader of ``term``."""
+
+    member: str
+    term: int
+    line: int  # in the member's log
+
+
+#: What etcd's raft logs when a member becomes leader (raft/raft.go, becomeLeader).
+_ETCD_LEADER = re.compile(r"became leader at term (\d+)")
+
+#: Systems whose polled status reports the member's current Raft term. etcd's
+#: ``raftTerm`` is the term of the last entry it applied, so a new leader that has not
+#: applied an entry of its own term yet reports the old term: two leaders of different
+#: terms can look like two of one. Election safety on etcd comes from its logs instead.
+STATUS_TERM_IS_CURRENT = {"raftkv": True, "etcd": False}
+
+
+def leader_claims_in_logs(name: str, nodes_dir: Path) -> list[LeaderClaim]:
+    """Every "I became the leader of term T" a member logged: raftkv's ``role`` events
+    with ``role: leader``, etcd's "became leader at term T"."""
+    import json
+
+    out: list[LeaderClaim] = []
+    for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
+        log = d / "node.log"
+        if not log.is_file():
+            continue
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if name == "raftkv":
+                    if '"leader"' not in line:
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if (isinstance(rec, dict) and rec.get("event") == "role"
+                            and rec.get("role") == "leader" and type(rec.get("term")) is int):
+                        out.append(LeaderClaim(d.name, rec["term"], n))
+                elif "became leader at term" in line:
+                    found = _ETCD_LEADER.search(line)
+                    if found:
+                        out.append(LeaderClaim(d.name, int(found[1]), n))
+    return out
+
+
 def ms(seconds: float | None) -> int | None:
     """Seconds as whole milliseconds (None stays None)."""
     return None if seconds is None else max(1, round(seconds * 1000))

@@ -176,3 +176,56 @@ def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
     assert r["verdict"] == "invalid", r
     assert "a leader's log contradicts a committed entry (n1 at index 24)" in r["verdict_reason"]
     assert r["checker"]["anomalies"][0]["type"] == "committed-entry-conflict"
+
+
+def test_leaderships_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
+    from lab.checker._cluster import leader_safety
+    from lab.systems import LeaderClaim, leader_claims_in_logs
+
+    nodes = tmp_path / "nodes"
+    for n in ("n1", "n2"):
+        (nodes / n).mkdir(parents=True)
+    (nodes / "n1" / "node.log").write_text(
+        '{"ts": 1, "node": "n1", "event": "role", "role": "leader", "term": 4, '
+        '"leader": "n1"}\n'
+        '{"ts": 2, "node": "n1", "event": "leader", "term": 5, "leader": "n2"}\n')
+    (nodes / "n2" / "node.log").write_text(
+        '{"ts": 2, "node": "n2", "event": "role", "role": "leader", "term": 5, '
+        '"leader": "n2"}\n')
+    claims = leader_claims_in_logs("raftkv", nodes)
+    assert claims == [LeaderClaim("n1", 4, 1), LeaderClaim("n2", 5, 1)]
+    assert leader_safety(claims) == []
+    (nodes / "n2" / "node.log").write_text(
+        '{"level":"info","msg":"a60a became leader at term 5"}\n'
+        '{"level":"info","msg":"raft.node: a60a elected leader a60a at term 5"}\n')
+    (nodes / "n1" / "node.log").write_text(
+        '{"level":"info","msg":"ec70 became follower at term 5"}\n'
+        '{"level":"info","msg":"ec70 became leader at term 5"}\n')
+    claims = leader_claims_in_logs("etcd", nodes)
+    assert claims == [LeaderClaim("n1", 5, 2), LeaderClaim("n2", 5, 1)]
+    [a] = leader_safety(claims)
+    assert (a["type"], a["term"], a["leaders"]) == ("two-leaders-in-one-term", 5, ["n1", "n2"])
+
+
+def test_etcd_status_terms_are_not_taken_for_leaderships(tmp_path: Path) -> None:
+    # etcd's raftTerm is the term of the last applied entry: a leader of term 5 that has
+    # applied nothing of term 5 yet reports term 4, like the leader of term 4 before it.
+    from lab.run import check_run
+
+    (tmp_path / "scenario.yaml").write_text(json.dumps(
+        {"system": "etcd", "workload": {"model": "register"}, "faults": {"name": "none"}}))
+    (tmp_path / "history.jsonl").write_text("")
+    (tmp_path / "results.json").write_text(json.dumps({"counts": {"ok": 0}}))
+    polls = [poll(0, "n3", "leader", 4), poll(250, "n3", "leader", 4),
+             poll(9000, "n2", "leader", 4), poll(9250, "n2", "leader", 4)]
+    (tmp_path / "cluster.jsonl").write_text("".join(json.dumps(p) + "\n" for p in polls))
+    for n, term in (("n3", 4), ("n2", 5)):
+        (tmp_path / "nodes" / n).mkdir(parents=True)
+        (tmp_path / "nodes" / n / "node.log").write_text(
+            f'{{"msg":"{n} became leader at term {term}"}}\n')
+    assert check_run(tmp_path)["verdict"] != "invalid"
+    with open(tmp_path / "nodes" / "n2" / "node.log", "a") as f:
+        f.write('{"msg":"n2 became leader at term 4"}\n')
+    r = check_run(tmp_path)
+    assert r["verdict"] == "invalid", r
+    assert "two leaders in one term (term 4)" in r["verdict_reason"]

@@ -1,7 +1,9 @@
 """Safety seen from outside the clients: what the members said about themselves.
 
 Three checks of Raft's safety rules, none of which a client can always see:
-:func:`election_safety` over the status polls (any system), :func:`vote_safety` over
+:func:`election_safety` over the status polls (systems whose status gives the current
+term: raftkv) and :func:`leader_safety` over the leaderships the members logged (raftkv
+and etcd; see ``lab.systems.leader_claims_in_logs``), :func:`vote_safety` over
 the votes the members logged once cast (raftkv; see ``lab.systems.votes_in_logs``) and
 :func:`commit_safety` over the committed-entry conflicts the members logged (raftkv and
 etcd; see ``lab.systems.commit_conflicts_in_logs``).
@@ -117,5 +119,34 @@ def commit_safety(conflicts: Iterable[Any]) -> list[dict[str, Any]]:
                 "must hold every committed entry (leader completeness), so either a "
                 "committed entry was lost, or this member applied an entry that was never "
                 "committed; either way members disagree on what was applied there."),
+        })
+    return out
+
+
+def leader_safety(claims: Iterable[Any]) -> list[dict[str, Any]]:
+    """Anomalies (``type`` ``two-leaders-in-one-term``) from the leaderships members
+    logged (:class:`lab.systems.LeaderClaim`): two members that each became the leader
+    of one term."""
+    by_term: dict[int, dict[str, int]] = defaultdict(dict)  # term -> member -> first line
+    for c in claims:
+        by_term[c.term].setdefault(c.member, c.line)
+    out = []
+    for term in sorted(by_term):
+        who = by_term[term]
+        if len(who) < 2:
+            continue
+        nodes = sorted(who)
+        which = ", ".join(f"{n} (its log, line {who[n]})" for n in nodes)
+        out.append({
+            "type": "two-leaders-in-one-term",
+            "term": term,
+            "leaders": nodes,
+            "ops": [],
+            "explanation": (
+                f"{len(nodes)} members logged that they became the leader of term {term}: "
+                f"{which}. Raft allows at most one leader per term (election safety): "
+                "some member must have voted twice in that term, or a candidate counted a "
+                "vote it never got. Two leaders of one term can each commit a different "
+                "entry at the same index."),
         })
     return out

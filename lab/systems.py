@@ -139,6 +139,14 @@ class Vote:
     line: int  # in the member's log, for the anomaly's explanation
 
 
+def member_logs(nodes_dir: Path) -> list[tuple[str, Path]]:
+    """``(member, its log)`` for every member of a run (``nodes_dir/<member>/node.log``)."""
+    if not nodes_dir.is_dir():
+        return []
+    return [(d.name, d / "node.log") for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir())
+            if (d / "node.log").is_file()]
+
+
 def votes_in_logs(name: str, nodes_dir: Path) -> list[Vote] | None:
     """Every vote the members of a run logged (``nodes_dir/<member>/node.log``), in
     log order per member; None for a system whose logs cannot say.
@@ -150,12 +158,7 @@ def votes_in_logs(name: str, nodes_dir: Path) -> list[Vote] | None:
     if name != "raftkv":
         return None
     from lab.raftkv import read_votes
-    out: list[Vote] = []
-    for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
-        log = d / "node.log"
-        if log.is_file():
-            out += read_votes(d.name, log)
-    return out
+    return [v for member, log in member_logs(nodes_dir) for v in read_votes(member, log)]
 
 
 @dataclass(frozen=True)
@@ -184,10 +187,7 @@ def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]
     import json
 
     out: list[CommitConflict] = []
-    for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
-        log = d / "node.log"
-        if not log.is_file():
-            continue
+    for member, log in member_logs(nodes_dir):
         needle = '"committed-conflict"' if name == "raftkv" else ETCD_CONFLICT
         with open(log, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
@@ -211,7 +211,7 @@ def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]
                     index, leader, term = int(found[1]) if found else None, None, None
                     text = said[:300]
                 out.append(CommitConflict(
-                    d.name, index if type(index) is int else None,
+                    member, index if type(index) is int else None,
                     leader if isinstance(leader, str) else None,
                     term if type(term) is int else None, n, text))
     return out
@@ -242,10 +242,7 @@ def leader_claims_in_logs(name: str, nodes_dir: Path) -> list[LeaderClaim]:
     import json
 
     out: list[LeaderClaim] = []
-    for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []:
-        log = d / "node.log"
-        if not log.is_file():
-            continue
+    for member, log in member_logs(nodes_dir):
         with open(log, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 if name == "raftkv":
@@ -257,11 +254,11 @@ def leader_claims_in_logs(name: str, nodes_dir: Path) -> list[LeaderClaim]:
                         continue
                     if (isinstance(rec, dict) and rec.get("event") == "role"
                             and rec.get("role") == "leader" and type(rec.get("term")) is int):
-                        out.append(LeaderClaim(d.name, rec["term"], n))
+                        out.append(LeaderClaim(member, rec["term"], n))
                 elif "became leader at term" in line:
                     found = _ETCD_LEADER.search(line)
                     if found:
-                        out.append(LeaderClaim(d.name, int(found[1]), n))
+                        out.append(LeaderClaim(member, int(found[1]), n))
     return out
 
 

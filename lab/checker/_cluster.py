@@ -51,18 +51,24 @@ def election_safety(polls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         nodes = sorted(claims, key=lambda n: claims[n][0])
         spans = ", ".join(f"{n} from {claims[n][0] / 1e9:.2f} s to {claims[n][-1] / 1e9:.2f} s"
                           f" ({len(claims[n])} polls)" for n in nodes)
-        out.append({
-            "type": "two-leaders-in-one-term",
-            "term": term,
-            "leaders": nodes,
-            "ops": [],
-            "explanation": (
-                f"{len(nodes)} members said they were the leader of term {term}: {spans}. "
-                "Raft allows at most one leader per term (election safety): some member "
-                "must have voted twice in that term, or counted a vote it never got. Two "
-                "leaders of one term can each commit a different entry at the same index."),
-        })
+        out.append(_two_leaders(term, nodes, f"{len(nodes)} members said they were the "
+                                             f"leader of term {term}: {spans}."))
     return out
+
+
+def _two_leaders(term: int, nodes: list[str], seen: str) -> dict[str, Any]:
+    """A ``two-leaders-in-one-term`` anomaly; ``seen`` says where the claims come from."""
+    return {
+        "type": "two-leaders-in-one-term",
+        "term": term,
+        "leaders": nodes,
+        "ops": [],
+        "explanation": (
+            f"{seen} Raft allows at most one leader per term (election safety): some member "
+            "must have voted twice in that term, or a candidate counted a vote it never "
+            "got. Two leaders of one term can each commit a different entry at the same "
+            "index."),
+    }
 
 
 def vote_safety(votes: Iterable[Any]) -> list[dict[str, Any]]:
@@ -137,16 +143,6 @@ def leader_safety(claims: Iterable[Any]) -> list[dict[str, Any]]:
             continue
         nodes = sorted(who)
         which = ", ".join(f"{n} (its log, line {who[n]})" for n in nodes)
-        out.append({
-            "type": "two-leaders-in-one-term",
-            "term": term,
-            "leaders": nodes,
-            "ops": [],
-            "explanation": (
-                f"{len(nodes)} members logged that they became the leader of term {term}: "
-                f"{which}. Raft allows at most one leader per term (election safety): "
-                "some member must have voted twice in that term, or a candidate counted a "
-                "vote it never got. Two leaders of one term can each commit a different "
-                "entry at the same index."),
-        })
+        out.append(_two_leaders(term, nodes, f"{len(nodes)} members logged that they "
+                                             f"became the leader of term {term}: {which}."))
     return out

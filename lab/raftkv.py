@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,19 +258,24 @@ class RaftkvClient:
         return Completion(c.type, value, c.error, c.node)
 
 
-def read_votes(member: str, log: Path) -> list[Vote]:
-    """The votes a raftkv member logged (``{"event": "vote", "term": T, "candidate": C}``,
-    self-votes included); lines that are not such records are skipped."""
-    out = []
+def log_events(log: Path, event: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for every JSON record ``{"event": event, ...}`` in a
+    raftkv member's log; other lines (torn, foreign, other events) are skipped."""
+    needle = f'"{event}"'
     with open(log, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
-            if '"vote"' not in line:
+            if needle not in line:
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if (isinstance(rec, dict) and rec.get("event") == "vote"
-                    and type(rec.get("term")) is int and isinstance(rec.get("candidate"), str)):
-                out.append(Vote(member, rec["term"], rec["candidate"], n))
-    return out
+            if isinstance(rec, dict) and rec.get("event") == event:
+                yield n, rec
+
+
+def read_votes(member: str, log: Path) -> list[Vote]:
+    """The votes a raftkv member logged (``{"event": "vote", "term": T, "candidate": C}``,
+    self-votes included); lines that are not such records are skipped."""
+    return [Vote(member, rec["term"], rec["candidate"], n) for n, rec in log_events(log, "vote")
+            if type(rec.get("term")) is int and isinstance(rec.get("candidate"), str)]

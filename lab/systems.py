@@ -18,6 +18,7 @@ cannot be told a per-link address (etcd advertises one URL per member).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -184,36 +185,33 @@ def commit_conflicts_in_logs(name: str, nodes_dir: Path) -> list[CommitConflict]
     """Every committed-entry conflict the members of a run logged
     (``nodes_dir/<member>/node.log``): raftkv's ``committed-conflict`` events, and the
     line etcd's raft writes before it panics on one."""
-    import json
-
     out: list[CommitConflict] = []
     for member, log in member_logs(nodes_dir):
-        needle = '"committed-conflict"' if name == "raftkv" else ETCD_CONFLICT
-        with open(log, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if needle not in line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    rec = None
-                if not isinstance(rec, dict):
-                    rec = {}
-                if name == "raftkv":
-                    if rec.get("event") != "committed-conflict":
-                        continue
-                    index, leader, term = rec.get("index"), rec.get("leader"), rec.get("term")
-                    text = (f"leader {leader} of term {term} sent an entry at index {index}, "
-                            f"which it holds as committed (commit index {rec.get('commit')})")
-                else:
-                    said = str(rec.get("msg") or line.strip())
-                    found = _ETCD_INDEX.search(said)
-                    index, leader, term = int(found[1]) if found else None, None, None
-                    text = said[:300]
+        if name == "raftkv":
+            from lab.raftkv import log_events
+
+            for n, rec in log_events(log, "committed-conflict"):
+                index, leader, term = rec.get("index"), rec.get("leader"), rec.get("term")
                 out.append(CommitConflict(
                     member, index if type(index) is int else None,
                     leader if isinstance(leader, str) else None,
-                    term if type(term) is int else None, n, text))
+                    term if type(term) is int else None, n,
+                    f"leader {leader} of term {term} sent an entry at index {index}, which "
+                    f"it holds as committed (commit index {rec.get('commit')})"))
+            continue
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if ETCD_CONFLICT not in line:
+                    continue
+                try:
+                    said_json: Any = json.loads(line)
+                except ValueError:
+                    said_json = None
+                said = str(said_json.get("msg") if isinstance(said_json, dict)
+                           and said_json.get("msg") else line.strip())
+                found = _ETCD_INDEX.search(said)
+                out.append(CommitConflict(member, int(found[1]) if found else None, None,
+                                          None, n, said[:300]))
     return out
 
 
@@ -239,26 +237,19 @@ STATUS_TERM_IS_CURRENT = {"raftkv": True, "etcd": False}
 def leader_claims_in_logs(name: str, nodes_dir: Path) -> list[LeaderClaim]:
     """Every "I became the leader of term T" a member logged: raftkv's ``role`` events
     with ``role: leader``, etcd's "became leader at term T"."""
-    import json
-
     out: list[LeaderClaim] = []
     for member, log in member_logs(nodes_dir):
+        if name == "raftkv":
+            from lab.raftkv import log_events
+
+            out += [LeaderClaim(member, rec["term"], n) for n, rec in log_events(log, "role")
+                    if rec.get("role") == "leader" and type(rec.get("term")) is int]
+            continue
         with open(log, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
-                if name == "raftkv":
-                    if '"leader"' not in line:
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if (isinstance(rec, dict) and rec.get("event") == "role"
-                            and rec.get("role") == "leader" and type(rec.get("term")) is int):
-                        out.append(LeaderClaim(member, rec["term"], n))
-                elif "became leader at term" in line:
-                    found = _ETCD_LEADER.search(line)
-                    if found:
-                        out.append(LeaderClaim(member, int(found[1]), n))
+                found = _ETCD_LEADER.search(line) if "became leader at term" in line else None
+                if found:
+                    out.append(LeaderClaim(member, int(found[1]), n))
     return out
 
 

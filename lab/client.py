@@ -24,6 +24,8 @@ from typing import Any
 import outcome
 import trio
 
+from lab.fastjson import dumps
+
 _READ_SIZE = 65536
 _MAX_LINE = 64 * 1024 * 1024  # an answer longer than this means the peer is not raftkv
 
@@ -122,7 +124,7 @@ class KVClient:
         if self.closed:
             raise ConnectionLost("connection is closed")
         rid = next(self._ids)
-        line = json.dumps({**request, "id": rid}).encode() + b"\n"
+        line = dumps({**request, "id": rid}) + b"\n"
         task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:

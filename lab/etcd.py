@@ -57,6 +57,7 @@ from typing import Any
 import trio
 
 from lab import procs
+from lab.fastjson import dumps
 from lab.systems import Completion
 
 Address = tuple[str, int]
@@ -240,7 +241,7 @@ class _Pool:
                    ) -> tuple[int, Any]:
         """POST ``body`` as JSON; return (HTTP status, decoded JSON answer). Raises
         :class:`_NotSent` or :class:`_Lost`."""
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        payload = dumps(body)
         raw = (f"POST {path} HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
                "\r\n").encode() + payload

@@ -26,15 +26,16 @@ from typing import IO, Any
 
 import trio
 
+from lab.fastjson import dumps
+
 EVENT_TYPES = ("invoke", "ok", "fail", "info")
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # one, not one per event
 FLUSH_EVERY = 0.02  # seconds
 
 
 class History:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self._f: IO[bytes] = open(path, "ab")  # noqa: SIM115 (closed in close)
         self._t0 = time.monotonic_ns()
         self.index = 0
         self.counts = {t: 0 for t in EVENT_TYPES}  # client events only
@@ -68,7 +69,7 @@ class History:
             self.counts[type] += 1
         if process != "nemesis" and type == "invoke":
             self.open_ops[process] = ev
-        self._f.write(_ENCODER.encode(ev) + "\n")
+        self._f.write(dumps(ev) + b"\n")
         self._unflushed = self._dirty = True
         return ev
 

@@ -1,0 +1,44 @@
+"""The hot-path JSON encoder writes what the standard library would, and never refuses
+what the standard library takes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.fastjson import dumps
+from lab.history import History, read_history
+
+
+@pytest.mark.parametrize("value", [
+    {"index": 3, "time": 123456789, "process": 7, "type": "invoke", "f": "cas", "key": "k1",
+     "value": [1, 2]},
+    {"f": "transfer", "value": {"from": "a1", "to": "a0", "amount": 5}, "x": None},
+    {"f": "txn", "value": [["append", "k", 9], ["r", "k", None]], "ok": True, "t": 0.25},
+    [], 0, -(2**63), 2**64 - 1, "", "plain",
+])
+def test_ordinary_values_encode_as_the_standard_library_does(value: object) -> None:
+    assert dumps(value) == json.dumps(value, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, {1: "a"}, {"deep": [{2: 10**30}]}])
+def test_what_orjson_refuses_still_encodes(value: object) -> None:
+    assert dumps(value) == json.dumps(value, separators=(",", ":")).encode()
+
+
+def test_non_json_types_are_written_as_text_and_non_ascii_as_utf8() -> None:
+    assert json.loads(dumps({"p": Path("/x"), "s": "é"})) == {"p": "/x", "s": "é"}
+    assert json.loads(dumps([float("nan"), float("inf")])) == [None, None]
+
+
+def test_history_round_trips_through_the_encoder(tmp_path: Path) -> None:
+    h = History(tmp_path / "history.jsonl")
+    h.append(0, "invoke", "write", "k€", 2**70)
+    h.append(0, "ok", "write", "k€", 2**70, node="n1")
+    h.close()
+    events = read_history(tmp_path / "history.jsonl")
+    assert [(e["type"], e["key"], e["value"]) for e in events] == [
+        ("invoke", "k€", 2**70), ("ok", "k€", 2**70)]
+    assert events[1]["node"] == "n1"

@@ -469,3 +469,55 @@ def test_engine_churn_keeps_every_byte_in_order(seed: int) -> None:
     assert len(received) == len(payload)
     assert received == payload
     assert ops[0] >= 100  # the stream really was reconfigured many times on the way
+
+
+def test_fast_path_hands_a_stalled_link_to_a_task_and_takes_it_back() -> None:
+    """No toxics: a destination that stops reading fills the buffers, so the fast path
+    (which never waits) hands the link to a reader task; every byte still arrives in
+    order once it reads again, and the idle link is back in the fast path afterwards."""
+    count = 2_000_000  # 8 MB: far more than the socket buffers hold
+    payload = struct.pack(f">{count}I", *range(count))
+
+    async def main() -> tuple[bytes, list[int]]:
+        got = bytearray()
+        go = trio.Event()
+        watched: list[int] = []
+
+        async def slow(stream: trio.SocketStream) -> None:
+            await go.wait()
+            while len(got) < len(payload) and (data := await stream.receive_some(65536)):
+                got.extend(data)
+            await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            up_port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, slow, listeners)
+            server = await nursery.start(ToxiproxyServer("127.0.0.1", 0).run)
+            fast = server.collection.runtime.fast
+            assert fast is not None
+            proxy = server.collection.new("slow", "127.0.0.1:0", f"127.0.0.1:{up_port}")
+            await server.collection.add(proxy, True)
+            host, port = proxy.listen.rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            with trio.fail_after(5):
+                while len(fast) < 2:  # both links idle in the fast path
+                    await trio.sleep(0.01)
+            watched.append(len(fast))
+            nursery.start_soon(stream.send_all, payload)
+            with trio.fail_after(5):
+                while len(fast) != 1:  # upstream stalled: a task holds it
+                    await trio.sleep(0.01)
+            watched.append(len(fast))
+            go.set()
+            with trio.fail_after(20):
+                while len(got) < len(payload) or len(fast) < 2:
+                    await trio.sleep(0.01)
+            watched.append(len(fast))
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        return bytes(got), watched
+
+    got, watched = trio.run(main)
+    assert watched == [2, 1, 2]
+    assert got == payload

@@ -7,10 +7,16 @@ A `Connection` owns the accepted client socket and the dialled upstream socket, 
 
 A link runs in one of two modes and switches between them live:
 
-* **Fast mode** (no active toxic on the link): the reader task does
-  ``recv_into`` / ``send`` on the raw non-blocking sockets itself, with a 64 KiB buffer.
-  No queues, no task hops: this is what keeps the added latency and throughput close to
-  the kernel's.
+* **Fast mode** (no active toxic on the link): bytes go straight from ``recv_into`` to
+  ``send`` on the raw non-blocking sockets, with a 64 KiB buffer. No queues, no task
+  hops: this is what keeps the added latency and throughput close to the kernel's. A
+  link in fast mode has no task of its own while it is idle: its source socket sits in
+  the server's `FastPath`, one epoll set that one task watches, and each readiness is
+  one synchronous read-and-send. (A trio task per link would pay a task switch and an
+  ``epoll_ctl`` for every message; on the lab's many small Raft messages that was a
+  large share of the proxy's CPU.) A send that cannot finish at once, a toxic that
+  becomes active, or the source closing hands the link to a reader task, which returns
+  it to the fast path once it is idle and back in fast mode.
 * **Pipeline mode** (at least one active toxic, or data still draining): the reader turns
   each read into a `Chunk` and pushes it into a chain of queues::
 
@@ -48,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import math
+import select
 import socket
 import struct
 from collections import deque
@@ -62,7 +69,7 @@ from ._toxics import Chunk, RunFn, ToxicKind
 if TYPE_CHECKING:
     from ._model import Toxic
 
-__all__ = ["Connection", "Link", "SocketHandle", "dial"]
+__all__ = ["Connection", "FastPath", "Link", "SocketHandle", "dial"]
 
 log = logging.getLogger("lab.toxiproxy")
 
@@ -84,16 +91,22 @@ class SocketHandle:
     closes it, all without a checkpoint in between.
     """
 
-    __slots__ = ("closed", "sock")
+    __slots__ = ("closed", "fast", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.closed = False
+        self.fast: FastPath | None = None  # the fast path watching this socket, if one is
+
+    def leave_fast(self) -> Link | None:
+        """Stop the fast path watching this socket; returns the link that read it there."""
+        return self.fast.remove(self) if self.fast is not None else None
 
     def close(self, *, rst: bool = False) -> None:
         if self.closed:
             return
         self.closed = True
+        self.leave_fast()  # before the descriptor (and its number) is given back
         if rst:
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
@@ -175,6 +188,59 @@ async def dial(host: str, port: int) -> socket.socket | None:
     raw = socket.socket(tsock.family, tsock.type, tsock.proto, fileno=tsock.detach())
     _tune(raw)
     return raw
+
+
+class FastPath:
+    """The data path of every link in fast mode: one epoll set, one trio task.
+
+    A link's source socket is registered (level-triggered) while the link is idle in
+    fast mode; each readiness is handled by `Link.forward_ready` without awaiting, so
+    handing a link to or from a reader task is always a synchronous step of the trio
+    thread. After each round the task waits for the epoll set itself to become readable
+    again, so the API and the pipelines run between rounds.
+    """
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._links: dict[int, Link] = {}
+        self._buf = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buf)
+
+    def add(self, link: Link) -> None:
+        src = link.src
+        fd = src.sock.fileno()
+        self._ep.register(fd, select.EPOLLIN)
+        self._links[fd] = link
+        src.fast = self
+
+    def remove(self, handle: SocketHandle) -> Link | None:
+        handle.fast = None
+        fd = handle.sock.fileno()
+        link = self._links.pop(fd, None)
+        try:
+            self._ep.unregister(fd)
+        except (OSError, ValueError):  # the server is shutting down: the set is closed
+            pass
+        return link
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._ep.fileno())
+                for fd, _events in self._ep.poll(0, 1024):
+                    link = self._links.get(fd)  # gone if an earlier event closed it
+                    if link is None:
+                        continue
+                    try:
+                        link.forward_ready(self._buf, self._view)
+                    except Exception:  # a bug here must cost one connection, not all
+                        log.exception("connection failed")
+                        link.conn.close()
+        finally:
+            self._ep.close()
 
 
 class _Queue:
@@ -313,6 +379,12 @@ class Link:
         self.finished = False
         self.bytes_in = 0
         self.bytes_out = 0
+        self.fast = conn.fast
+        # The reader task sleeps here while the link is in the fast path; `_resume`
+        # wakes it, with what the fast path read but could not send yet.
+        self._wake = trio.lowlevel.ParkingLot()
+        self._pending = b""
+        self._read_eof = False  # the fast path read the end of ``src``
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -323,6 +395,8 @@ class Link:
             self.stages.append(stage)
             if self._draw(stage):
                 self._activate(len(self.stages) - 1)
+        if self.tail is None and self.fast is not None:
+            self.fast.add(self)
         self.conn.nursery.start_soon(self._reader)
 
     # -- control plane (all synchronous) ---------------------------------------------------
@@ -410,6 +484,8 @@ class Link:
         return not kind.passthrough and self.conn.rng.random() < stage.toxic.toxicity
 
     def _ensure_pipeline(self) -> None:
+        if self.src.fast is not None:
+            self._resume()  # the reader task takes over from the fast path, to feed it
         if self.tail is None:
             self.tail = _Queue(_TAIL_CHUNKS, 1 << 30)
             self.writer_scope = trio.CancelScope()
@@ -484,6 +560,7 @@ class Link:
 
     def _finish(self, out: _Queue | None) -> None:
         self.finished = True
+        self._resume()  # (if it sleeps in the fast path, the reader wakes up and ends)
         if out is None:
             self.conn.close_sock(self.dst)
         else:
@@ -504,16 +581,70 @@ class Link:
 
     # -- tasks --------------------------------------------------------------------------------
 
+    def forward_ready(self, buf: bytearray, view: memoryview) -> None:
+        """The fast path saw ``src`` readable: one read, sent on at once, never waiting.
+        What cannot be sent at once goes to the link's reader task, which sends it first."""
+        src, dst = self.src, self.dst
+        if self.finished:
+            self._resume()  # the reader wakes up and ends
+            return
+        try:
+            n = src.sock.recv_into(buf)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        sent = -1
+        if n:
+            self.bytes_in += n
+            try:
+                sent = dst.sock.send(view[:n])
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                pass
+        if sent == n:
+            self.bytes_out += n
+            return
+        if sent < 0:  # EOF, a reset, or the destination broke: as in `_reader`
+            self._read_eof = True
+            self._resume()
+            self.conn.close_sock(dst)
+            return
+        self.bytes_out += sent
+        self._resume(bytes(view[sent:n]))
+
+    def _resume(self, pending: bytes = b"") -> None:
+        """Take the link out of the fast path and wake its reader task, which sends
+        ``pending`` (read from ``src``, not yet sent) before anything else."""
+        self.src.leave_fast()
+        if pending:
+            self._pending = pending
+        self._wake.unpark_all()
+
     async def _reader(self) -> None:
+        """The one reader of ``src``: reads until the link ends, sleeping while the link
+        is idle in the fast path."""
         buf = bytearray(_READ_SIZE)
         view = memoryview(buf)
         src, dst = self.src, self.dst
         n = _READ_SIZE
         while True:
-            n, waited = await _recv(src, buf, wait_first=n < _READ_SIZE)
+            if src.fast is not None:
+                await self._wake.park()
+                continue
+            if self._read_eof:
+                return
+            if self._pending:  # read by the fast path and counted in already
+                n, waited = len(self._pending), False
+                view[:n] = self._pending
+                self._pending = b""
+            else:
+                n, waited = await _recv(src, buf, wait_first=n < _READ_SIZE)
+                if not self.finished:
+                    self.bytes_in += n
             if self.finished:
                 return
-            self.bytes_in += n
             if self._try_fast():
                 if n == 0:
                     self.conn.close_sock(dst)
@@ -523,6 +654,12 @@ class Link:
                     self.conn.close_sock(dst)
                     return
                 self.bytes_out += n
+                if n < _READ_SIZE and not sent_waited and self.fast is not None \
+                        and self._try_fast() and not (self.finished or src.closed):
+                    # Idle (a short read) and not held up: back to the fast path, where a
+                    # message costs no task switch.
+                    self.fast.add(self)
+                    continue
             else:
                 chunk = Chunk(bytes(view[:n]) if n else None, trio.current_time())
                 sent_waited = await self._push(chunk)
@@ -581,8 +718,10 @@ class Connection:
         chains: Mapping[str, list[Toxic]],
         rng: Random,
         on_closed: Callable[[Connection], None],
+        fast: FastPath | None = None,
     ) -> None:
         _tune(client)
+        self.fast = fast
         self.client = SocketHandle(client)
         self.upstream: SocketHandle | None = None
         self._upstream_host = upstream_host
@@ -632,9 +771,14 @@ class Connection:
 
     def close_sock(self, handle: SocketHandle) -> None:
         """Close one side; once both sides are closed the connection is over."""
+        reader = handle.leave_fast()
         handle.close()
         if self.client.closed and (self.upstream is None or self.upstream.closed):
             self.close()
+        elif reader is not None and not reader.finished:
+            # In the fast path nobody waits on the socket to see it close: the reader
+            # task takes over, reads EOF from the closed socket and ends the link as usual.
+            reader._resume()
 
     def close(self, *, rst: bool = False) -> None:
         """Close both sockets now (with RST if asked) and stop every task of this connection."""

@@ -28,7 +28,7 @@ from ._addr import (
 )
 from ._errors import ApiError, proxy_already_exists, proxy_not_found
 from ._jsonio import Float32
-from ._link import Connection, SocketHandle
+from ._link import Connection, FastPath, SocketHandle
 from ._toxics import ToxicKind
 
 __all__ = ["DIRECTIONS", "Metrics", "Proxy", "ProxyCollection", "Runtime", "Toxic"]
@@ -156,6 +156,7 @@ class Runtime:
     nursery: trio.Nursery
     rng: Random
     metrics: Metrics
+    fast: FastPath | None = None  # where idle fast-mode links wait (else each has a task)
 
 
 class ProxyAlreadyStarted(Exception):
@@ -310,6 +311,7 @@ class Proxy:
             self.chains,
             self._rt.rng,
             lambda c: self._forget(c, labels),
+            self._rt.fast,
         )
         self.connections.add(conn)
         self._rt.nursery.start_soon(conn.run)

@@ -12,6 +12,7 @@ from ._api import Api, populate_entries
 from ._errors import ApiError
 from ._http import serve_connection
 from ._jsonio import JsonError, decode
+from ._link import FastPath
 from ._model import Metrics, PopulateFailed, ProxyCollection, Runtime
 
 __all__ = ["ToxiproxyServer"]
@@ -60,7 +61,9 @@ class ToxiproxyServer:
     ) -> None:
         """Serve until cancelled; on exit every proxy is stopped (sockets closed)."""
         async with trio.open_nursery() as nursery:
-            runtime = Runtime(nursery, Random(self.seed), self.metrics)
+            fast = FastPath()
+            nursery.start_soon(fast.run)
+            runtime = Runtime(nursery, Random(self.seed), self.metrics, fast)
             collection = ProxyCollection(runtime)
             self._collection = collection
             try:

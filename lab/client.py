@@ -9,13 +9,17 @@ it may: the lab records such outcomes as ``info``).
 This is the lab's hot path (every operation of every client worker goes through it), so
 it works on the raw non-blocking socket with trio's low-level primitives: a request that
 fits in the socket buffer is sent without yielding, and the caller sleeps exactly once,
-until the reader task hands it its answer. Measured by ``bench/run_bench.py``.
+until its answer is handed to it. Answers are read by one task for all the connections
+of a trio run (`_Answers`: one level-triggered epoll set), not by a task per connection,
+which would cost a task switch and an ``epoll_ctl`` per answer. Measured by
+``bench/run_bench.py``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import select
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +38,60 @@ class ConnectionLost(Exception):
     pass
 
 
+class _Answers:
+    """Reads the answers of every open `KVClient` of a trio run: their sockets sit in one
+    level-triggered epoll set, watched by one system task; each readiness is one
+    synchronous read that hands complete answers to the tasks waiting for them."""
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._clients: dict[int, KVClient] = {}
+
+    def add(self, client: KVClient) -> None:
+        fd = client._sock.fileno()
+        self._ep.register(fd, select.EPOLLIN)
+        self._clients[fd] = client
+
+    def remove(self, client: KVClient) -> None:
+        fd = client._sock.fileno()
+        if self._clients.get(fd) is client:
+            del self._clients[fd]
+            try:
+                self._ep.unregister(fd)
+            except (OSError, ValueError):  # the run is ending: the set is closed
+                pass
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._ep.fileno())
+                for fd, _events in self._ep.poll(0, 1024):
+                    client = self._clients.get(fd)  # gone if closed earlier in this round
+                    if client is None:
+                        continue
+                    try:
+                        client._readable()
+                    except Exception as e:  # a bug must cost one connection, not the run
+                        client.close(f"connection lost: {e!r}")
+        finally:
+            self._ep.close()
+
+
+_ANSWERS: trio.lowlevel.RunVar[_Answers] = trio.lowlevel.RunVar("lab.client.answers")
+
+
+def _answers() -> _Answers:
+    """This trio run's answer reader, started on first use (a system task: it ends with
+    the run)."""
+    try:
+        return _ANSWERS.get()
+    except LookupError:
+        answers = _Answers()
+        _ANSWERS.set(answers)
+        trio.lowlevel.spawn_system_task(answers.run, name="lab.client answers")
+        return answers
+
+
 class KVClient:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -41,42 +99,41 @@ class KVClient:
         self._waiting: dict[int, trio.lowlevel.Task] = {}
         self._send_lock = trio.Lock()
         self._slow_senders = 0  # callers finishing a partial send, in order, under the lock
+        self._buf = bytearray()
+        self._answers: _Answers | None = None
         self.closed = False
+
+    def _start_reading(self) -> None:
+        self._answers = _answers()
+        self._answers.add(self)
 
     # ------------------------------------------------------------------ reading
 
-    async def _read_answers(self) -> None:
-        buf = bytearray()
-        why = "connection closed before the answer"
+    def _readable(self) -> None:
+        """One read: the answer reader saw the socket readable."""
         try:
-            drained = False
-            while not self.closed:
-                if drained:  # a short read emptied the socket: skip the recv that says so
-                    await trio.lowlevel.wait_readable(self._sock)
-                try:
-                    data = self._sock.recv(_READ_SIZE)
-                except BlockingIOError:
-                    drained = True
-                    continue
-                if not data:
-                    break
-                drained = len(data) < _READ_SIZE
-                buf += data
-                start = 0
-                while (nl := buf.find(b"\n", start)) >= 0:
-                    self._answer(json.loads(buf[start:nl]))
-                    start = nl + 1
-                del buf[:start]
-                if len(buf) > _MAX_LINE:
-                    why = "answer too long"
-                    break
-        except (OSError, ValueError, trio.ClosedResourceError) as e:
-            why = f"connection lost: {e}"
-        finally:
-            self.close()
-            waiting, self._waiting = self._waiting, {}
-            for task in waiting.values():
-                trio.lowlevel.reschedule(task, outcome.Error(ConnectionLost(why)))
+            data = self._sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self.close(f"connection lost: {e}")
+            return
+        if not data:
+            self.close("connection closed before the answer")
+            return
+        buf = self._buf
+        buf += data
+        start = 0
+        try:
+            while (nl := buf.find(b"\n", start)) >= 0:
+                self._answer(json.loads(buf[start:nl]))
+                start = nl + 1
+        except (ValueError, RecursionError) as e:  # not JSON, too deep, too long a number
+            self.close(f"connection lost: {e}")
+            return
+        del buf[:start]
+        if len(buf) > _MAX_LINE:
+            self.close("answer too long")
 
     def _answer(self, msg: Any) -> None:
         rid = msg.get("id") if isinstance(msg, dict) else None
@@ -143,15 +200,22 @@ class KVClient:
             return answer
         raise trio.TooSlowError
 
-    def close(self) -> None:
+    def close(self, why: str = "connection closed before the answer") -> None:
+        """Close the connection; every request still waiting for its answer gets
+        :class:`ConnectionLost` with ``why``."""
         if self.closed:
             return
         self.closed = True
+        if self._answers is not None:
+            self._answers.remove(self)  # before the descriptor (and its number) is reused
         try:
-            trio.lowlevel.notify_closing(self._sock)
+            trio.lowlevel.notify_closing(self._sock)  # (a sender may wait for room)
         except (OSError, ValueError):
             pass
         self._sock.close()
+        waiting, self._waiting = self._waiting, {}
+        for task in waiting.values():
+            trio.lowlevel.reschedule(task, outcome.Error(ConnectionLost(why)))
 
 
 @asynccontextmanager
@@ -163,18 +227,7 @@ async def connect(host: str, port: int, timeout: float = 2.0) -> AsyncIterator[K
     raw.setblocking(False)
     client = KVClient(raw)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._read_answers)
-            try:
-                yield client
-            finally:
-                client.close()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The reader task never raises, so a group holds the caller's own exception:
-        # hand it back unwrapped (ConnectionLost, TooSlowError, ...).
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        client._start_reading()
+        yield client
     finally:
         client.close()

@@ -117,3 +117,62 @@ def test_garbage_from_the_peer_is_connection_lost_not_a_crash() -> None:
                 await c.call({"op": "read", "key": "a"}, timeout=5)
 
     run(test)
+
+
+@pytest.mark.parametrize("answer", [
+    b"[" * 100_000 + b"\n",  # nested too deep for the decoder: RecursionError, not ValueError
+    b"1" * 5000 + b"\n",  # an integer too long to read
+])
+def test_answers_the_decoder_refuses_are_connection_lost(answer: bytes) -> None:
+    async def bad(stream: trio.SocketStream) -> None:
+        await lines(stream)
+        await stream.send_all(answer)
+        await trio.sleep(5)
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, bad)
+        async with connect("127.0.0.1", port) as c:
+            with pytest.raises(ConnectionLost):
+                await c.call({"op": "read", "key": "a"}, timeout=5)
+            assert c.closed
+
+    run(test)
+
+
+def test_many_connections_share_one_reader_and_each_gets_its_own_answers() -> None:
+    """40 connections of one run, pipelined requests on each, one of them lost midway:
+    the others keep their answers, in one trio run and again in the next."""
+    async def echo(stream: trio.SocketStream) -> None:
+        while reqs := await lines(stream):
+            if any(r.get("key") == "hang-up" for r in reqs):
+                await stream.aclose()
+                return
+            await stream.send_all(b"".join(
+                json.dumps({"id": r["id"], "ok": True, "value": r["key"]}).encode() + b"\n"
+                for r in reqs))
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, echo)
+        wrong: list[object] = []
+        lost: list[int] = []
+
+        async def client(i: int) -> None:
+            async with connect("127.0.0.1", port) as c:
+                for j in range(30):
+                    key = "hang-up" if (i, j) == (7, 10) else f"{i}-{j}"
+                    try:
+                        got = (await c.call({"op": "read", "key": key}, timeout=5))["value"]
+                    except ConnectionLost:
+                        lost.append(i)
+                        return
+                    if got != key:
+                        wrong.append(got)
+
+        async with trio.open_nursery() as inner:
+            for i in range(40):
+                inner.start_soon(client, i)
+        assert wrong == []
+        assert lost == [7]
+
+    run(test)
+    run(test)  # a new run starts its own reader

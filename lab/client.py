@@ -31,6 +31,7 @@ import trio
 from lab.fastjson import dumps
 
 _READ_SIZE = 65536
+_TICK = 0.01  # how often request deadlines are checked (seconds)
 _MAX_LINE = 64 * 1024 * 1024  # an answer longer than this means the peer is not raftkv
 
 
@@ -46,6 +47,17 @@ class _Answers:
     def __init__(self) -> None:
         self._ep = select.epoll()
         self._clients: dict[int, KVClient] = {}
+
+    async def expire(self) -> None:
+        """Time out requests: every `_TICK` seconds, fail those past their deadline. (A
+        cancel scope per request, trio's way, was a sixth of the controller's CPU per
+        operation; a request's timeout may fire up to one tick late.)"""
+        while True:
+            await trio.sleep(_TICK)
+            now = trio.current_time()
+            for client in list(self._clients.values()):
+                if client._waiting:
+                    client._expire(now)
 
     def add(self, client: KVClient) -> None:
         fd = client._sock.fileno()
@@ -89,6 +101,7 @@ def _answers() -> _Answers:
         answers = _Answers()
         _ANSWERS.set(answers)
         trio.lowlevel.spawn_system_task(answers.run, name="lab.client answers")
+        trio.lowlevel.spawn_system_task(answers.expire, name="lab.client timeouts")
         return answers
 
 
@@ -96,7 +109,7 @@ class KVClient:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._ids = itertools.count(1)
-        self._waiting: dict[int, trio.lowlevel.Task] = {}
+        self._waiting: dict[int, tuple[trio.lowlevel.Task, float]] = {}  # id -> task, deadline
         self._send_lock = trio.Lock()
         self._slow_senders = 0  # callers finishing a partial send, in order, under the lock
         self._buf = bytearray()
@@ -138,13 +151,21 @@ class KVClient:
     def _answer(self, msg: Any) -> None:
         rid = msg.get("id") if isinstance(msg, dict) else None
         if type(rid) is int:  # anything else answers nobody's request
-            task = self._waiting.pop(rid, None)
-            if task is not None:
-                trio.lowlevel.reschedule(task, outcome.Value(msg))
+            waiter = self._waiting.pop(rid, None)
+            if waiter is not None:
+                trio.lowlevel.reschedule(waiter[0], outcome.Value(msg))
+
+    def _expire(self, now: float) -> None:
+        for rid, (task, deadline) in list(self._waiting.items()):
+            if deadline <= now:
+                del self._waiting[rid]
+                trio.lowlevel.reschedule(task, outcome.Error(trio.TooSlowError()))
 
     # ------------------------------------------------------------------ writing
 
-    async def _send(self, data: bytes) -> None:
+    def _send_now(self, data: bytes) -> memoryview:
+        """Send what the socket takes at once (nothing while a slow sender is queued, to
+        keep lines whole and in order); returns the rest."""
         view = memoryview(data)
         if not self._slow_senders:
             try:
@@ -154,8 +175,10 @@ class KVClient:
             except OSError as e:
                 self.close()
                 raise ConnectionLost(str(e) or type(e).__name__) from e
-            if not view:
-                return
+        return view
+
+    async def _send_rest(self, data: bytes, view: memoryview) -> None:
+        """Send the rest of ``data``, waiting for room, in turn with other slow senders."""
         self._slow_senders += 1
         try:
             async with self._send_lock:
@@ -180,25 +203,27 @@ class KVClient:
         """Send one request and wait at most ``timeout`` seconds for its answer."""
         if self.closed:
             raise ConnectionLost("connection is closed")
+        deadline = trio.current_time() + timeout
         rid = next(self._ids)
         line = dumps({**request, "id": rid}) + b"\n"
-        task = trio.lowlevel.current_task()
+        rest = self._send_now(line)
+        if rest:
+            with trio.CancelScope(deadline=deadline) as scope:
+                await self._send_rest(line, rest)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
+        # No checkpoint from the last byte sent to here: the answer cannot be missed.
+        if self.closed:
+            raise ConnectionLost("connection closed before the answer")
+        self._waiting[rid] = (trio.lowlevel.current_task(), deadline)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._waiting.pop(rid, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        # A bare cancel scope rather than trio.fail_after (a generator-based context
-        # manager): this runs once per operation of every client.
-        with trio.CancelScope(deadline=trio.current_time() + timeout):
-            await self._send(line)
-            # No checkpoint from the last byte sent to here: the answer cannot be missed.
-            if self.closed:
-                raise ConnectionLost("connection closed before the answer")
-            self._waiting[rid] = task
-            answer: dict[str, Any] = await trio.lowlevel.wait_task_rescheduled(abort)
-            return answer
-        raise trio.TooSlowError
+        # The answer reader hands over the answer; `_Answers.expire` a TooSlowError.
+        answer: dict[str, Any] = await trio.lowlevel.wait_task_rescheduled(abort)
+        return answer
 
     def close(self, why: str = "connection closed before the answer") -> None:
         """Close the connection; every request still waiting for its answer gets
@@ -214,7 +239,7 @@ class KVClient:
             pass
         self._sock.close()
         waiting, self._waiting = self._waiting, {}
-        for task in waiting.values():
+        for task, _deadline in waiting.values():
             trio.lowlevel.reschedule(task, outcome.Error(ConnectionLost(why)))
 
 

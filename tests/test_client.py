@@ -176,3 +176,31 @@ def test_many_connections_share_one_reader_and_each_gets_its_own_answers() -> No
 
     run(test)
     run(test)  # a new run starts its own reader
+
+
+def test_timeouts_and_cancellation_leave_no_request_waiting() -> None:
+    """A request times out close to its deadline (never early, at most a tick late); one
+    whose caller is cancelled is forgotten at once; late answers to either are ignored."""
+    async def late(stream: trio.SocketStream) -> None:
+        while reqs := await lines(stream):
+            await trio.sleep(0.5)
+            await stream.send_all(b"".join(
+                json.dumps({"id": r["id"], "ok": True}).encode() + b"\n" for r in reqs))
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, late)
+        async with connect("127.0.0.1", port) as c:
+            t0 = trio.current_time()
+            with pytest.raises(trio.TooSlowError):
+                await c.call({"op": "read", "key": "a"}, timeout=0.2)
+            took = trio.current_time() - t0
+            assert 0.2 <= took < 0.4, took
+            assert c._waiting == {}
+            with trio.move_on_after(0.1):
+                await c.call({"op": "read", "key": "b"}, timeout=5)
+            assert c._waiting == {}
+            await trio.sleep(0.6)  # both late answers arrive and answer nobody
+            assert not c.closed
+            assert (await c.call({"op": "read", "key": "c"}, timeout=2))["ok"] is True
+
+    run(test)

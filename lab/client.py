@@ -58,7 +58,10 @@ class _Answers:
             now = trio.current_time()
             for client in list(self._clients.values()):
                 if client._waiting:
-                    client._expire(now)
+                    try:
+                        client._expire(now)
+                    except Exception as e:  # a bug must cost one connection, not the run
+                        client.close(f"connection lost: {e!r}")
 
     def add(self, client: KVClient) -> None:
         fd = client._sock.fileno()

@@ -10,8 +10,12 @@ JSON).
 
 What orjson refuses to encode -- integers beyond 64 bits, dict keys that are not
 strings -- goes to the standard library instead, so every value the lab could encode
-before still encodes. Decoding stays with the standard library: orjson reads an integer
-beyond 64 bits as a float, silently, and an answer must never change value on the way in.
+before still encodes. Dataclasses and datetimes are handed to ``str()`` as before (orjson
+would write them its own way); an ``Enum`` member is written as its value, where the
+standard library wrote ``str()`` of it (no history value is one today).
+
+Decoding stays with the standard library: orjson reads an integer beyond 64 bits as a
+float, silently, and an answer must never change value on the way in.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import orjson
 __all__ = ["dumps"]
 
 _STDLIB = json.JSONEncoder(separators=(",", ":"), default=str)
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON as bytes; anything but JSON's own types is written as its ``str()``."""
     try:
-        return orjson.dumps(obj, default=str)
+        return orjson.dumps(obj, default=str, option=_OPTIONS)
     except orjson.JSONEncodeError:  # a TypeError: an int beyond 64 bits, a non-str key
         return _STDLIB.encode(obj).encode()

@@ -110,16 +110,17 @@ class History:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """Read a history file; a torn last line (a killed controller) is ignored."""
+    """Read a history file; a torn last line (a killed controller) is ignored. Lines are
+    decoded one by one from bytes: a tear can split a multi-byte UTF-8 character, which
+    must cost that line only, not the file."""
     events = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = path.read_bytes().split(b"\n")
     for k, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             events.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             if k == len(lines) - 1 or all(not rest.strip() for rest in lines[k + 1 :]):
                 break
             raise

@@ -282,7 +282,7 @@ def schedule_origin(results: dict[str, Any], resolved: Resolved,
         return max(0.0, min(guesses)), "the offsets of its timed steps"
     if history is not None:
         try:
-            with open(history, encoding="utf-8") as f:
+            with open(history, encoding="utf-8", errors="replace") as f:  # (a torn tail)
                 for line in f:
                     try:
                         ev = json.loads(line)

@@ -195,18 +195,10 @@ def connection_failure(e: BaseException) -> bool:
 
 async def request(cluster: RaftkvCluster, mid: str, req: dict[str, Any],
                   timeout: float = 2.0) -> dict[str, Any] | None:
-    """``cluster.request``, except that a connection lost mid-request also gives None.
-
-    Works around a lab bug: ``RaftkvCluster.request`` means to return None for a lost
-    connection, but ``lab.client.connect`` runs the caller's block inside a trio nursery,
-    so the ``ConnectionLost`` reaches it wrapped in an ``ExceptionGroup`` and escapes
-    (see ``test_lab_request_reports_a_connection_lost_mid_request_as_none``)."""
-    try:
-        return await cluster.request(mid, req, timeout)
-    except BaseExceptionGroup as eg:
-        if connection_failure(eg):
-            return None
-        raise
+    """``cluster.request``: the answer, or None when the member could not answer (a
+    connection lost mid-request included, see
+    ``test_lab_request_reports_a_connection_lost_mid_request_as_none``)."""
+    return await cluster.request(mid, req, timeout)
 
 
 class Router:

@@ -3,13 +3,21 @@ what the standard library takes."""
 
 from __future__ import annotations
 
+import datetime
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from lab.fastjson import dumps
 from lab.history import History, read_history
+
+
+@dataclass
+class _Point:
+    x: int
+    y: int
 
 
 @pytest.mark.parametrize("value", [
@@ -30,7 +38,29 @@ def test_what_orjson_refuses_still_encodes(value: object) -> None:
 
 def test_non_json_types_are_written_as_text_and_non_ascii_as_utf8() -> None:
     assert json.loads(dumps({"p": Path("/x"), "s": "é"})) == {"p": "/x", "s": "é"}
+    when = datetime.datetime(2026, 11, 27, 5, 0, 0)
+    point = _Point(1, 2)
+    assert dumps([when, point]) == json.dumps([when, point], default=str,
+                                              separators=(",", ":")).encode()
     assert json.loads(dumps([float("nan"), float("inf")])) == [None, None]
+
+
+def test_history_keeps_utf8_text_and_survives_a_tear_inside_a_character(
+        tmp_path: Path) -> None:
+    """orjson writes non-ASCII text as UTF-8, so a controller killed mid-write can leave
+    half a character at the end of the file: only that torn line is lost."""
+    path = tmp_path / "history.jsonl"
+    h = History(path)
+    h.append(0, "invoke", "write", "k€", 1)
+    h.append(0, "ok", "write", "k€", 1)
+    h.append(1, "invoke", "write", "ключ", 2)
+    h.close()
+    data = path.read_bytes()
+    assert "€".encode() in data  # written as UTF-8, not escaped
+    assert [e["key"] for e in read_history(path)] == ["k€", "k€", "ключ"]
+    torn = data[: data.rindex("ключ".encode()) + 1]  # cut inside the first Cyrillic letter
+    path.write_bytes(torn)
+    assert [e["key"] for e in read_history(path)] == ["k€", "k€"]
 
 
 def test_history_round_trips_through_the_encoder(tmp_path: Path) -> None:

@@ -654,10 +654,10 @@ class Link:
                     self.conn.close_sock(dst)
                     return
                 self.bytes_out += n
-                if n < _READ_SIZE and not sent_waited and self.fast is not None \
-                        and self._try_fast() and not (self.finished or src.closed):
-                    # Idle (a short read) and not held up: back to the fast path, where a
-                    # message costs no task switch.
+                if n < _READ_SIZE and self.fast is not None and self._try_fast() \
+                        and not (self.finished or src.closed):
+                    # Idle (a short read emptied the socket): back to the fast path, where
+                    # a message costs no task switch.
                     self.fast.add(self)
                     continue
             else:

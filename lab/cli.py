@@ -182,6 +182,8 @@ def _check_and_say(run_dir: Path, index_root: Path | None = None) -> int:
     _render_index(index_root, run_dir)
     verdict = str(results.get("verdict"))
     print(f"verdict: {verdict} ({results.get('verdict_reason')})")
+    for note in results.get("notes") or []:
+        print(f"note: {note}")
     return {"valid": 0, "invalid": 1}.get(verdict, 3)
 
 

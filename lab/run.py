@@ -477,7 +477,16 @@ def _weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
                     "fell_behind": i.lagged, "throughput_dipped": i.dipped,
                     "latency_rose": i.slowed, "bit": i.bit,
                     "unavailable_s": i.unavailable_s,
-                    "first_ok_after_heal_s": i.first_ok_from_heal_s} for i in facts.impacts]}
+                    "first_ok_after_heal_s": i.first_ok_from_heal_s,
+                    "recovered": not i.stuck} for i in facts.impacts],
+        "recovered": not facts.unrecovered}
+    results.pop("notes", None)
+    if facts.unrecovered:
+        # Liveness, not safety: the verdict stands, but nobody should miss it.
+        first, more = facts.unrecovered[0], len(facts.unrecovered) - 1
+        results["notes"] = [
+            f"the cluster never recovered: no operation succeeded after {first.fault.label} "
+            "healed" + (f" (nor after the {more} later faults)" if more else "")]
     ok = int(results.get("counts", {}).get("ok", 0))
     if ok < MIN_OK:
         return f"too few successful operations to mean anything ({ok} ok, fewer than {MIN_OK})"

@@ -61,8 +61,10 @@ class Synth:
     t: int = 500 * MS
     next_process: int = 5
 
-    def register_ops(self, n: int, gap_ns: int = 2 * MS, outage: bool = True) -> Synth:
-        """``n`` operations on three keys; with ``outage`` every one during FAULT fails."""
+    def register_ops(self, n: int, gap_ns: int = 2 * MS, outage: bool = True,
+                     stuck: bool = False) -> Synth:
+        """``n`` operations on three keys; with ``outage`` every one during FAULT fails,
+        and with ``stuck`` every one after it too (the cluster never recovers)."""
         values = {k: None for k in ("k0", "k1", "k2")}
         processes = list(range(5))
         for _ in range(n):
@@ -73,7 +75,7 @@ class Synth:
             lat = self.rng.randint(1 * MS, 6 * MS)
             start, end = self.t, self.t + lat
             self.t = end + gap_ns
-            if outage and FAULT[0] <= start < FAULT[1]:
+            if (outage and FAULT[0] <= start < FAULT[1]) or (stuck and start >= FAULT[0]):
                 v = {"read": None, "write": 1, "cas": [0, 1]}[f]
                 self.ops.append(Op(p, f, k, v, start, start + 20 * MS, "fail"))
                 self.t = start + 20 * MS + gap_ns
@@ -434,6 +436,42 @@ def test_a_large_history_stays_under_5_mb_and_keeps_every_anomaly(tmp_path: Path
     assert "30 anomalies" in page.text_of("verdict")
     assert len([a for t, a in page.tags if t == "details"]) == 30
     assert_self_contained(html)
+
+
+def test_a_cluster_that_never_recovers_is_said_so_and_the_verdict_stands(
+        tmp_path: Path) -> None:
+    """Operations tried after the heal and none ok: recovery is "never" on the page, in
+    the index row and in results.json's notes; the verdict (safety) is unchanged."""
+    d = write_run(tmp_path / "stuck", Synth().register_ops(900, stuck=True))
+    facts = analyse(load_run(d))
+    [imp] = facts.impacts
+    assert imp.stuck and imp.first_ok_from_heal_s is None
+    assert facts.recovery_s is None and facts.unrecovered == [imp]
+    results = json.loads((d / "results.json").read_text())
+    assert results["verdict"] == "valid"
+    assert results["evidence"]["recovered"] is False
+    assert results["notes"] == ["the cluster never recovered: no operation succeeded after "
+                                "#1 isolate n1 healed"]
+    _, page = render(d)
+    assert "never recovery no ok after #1 isolate n1 healed" in " ".join(
+        page.text_of("glance").split())
+    row = summarize_run(d)
+    assert row["recovered"] is False and row["recovery_s"] is None
+    # A run that recovers says nothing of the kind, and checking it again clears the note.
+    healthy = write_run(tmp_path / "fine", Synth().register_ops(900))
+    assert analyse(load_run(healthy)).unrecovered == []
+    assert "notes" not in json.loads((healthy / "results.json").read_text())
+    assert summarize_run(healthy)["recovered"] is True
+
+
+def test_no_operation_after_the_heal_is_not_a_failure_to_recover(tmp_path: Path) -> None:
+    """A run whose clients stop before the fault heals (nothing tried after it) proves
+    nothing either way: not "never recovered"."""
+    synth = Synth().register_ops(900)
+    synth.ops = [op for op in synth.ops if op.start < FAULT[0]]
+    d = write_run(tmp_path / "early", synth, check=False)
+    facts = analyse(load_run(d))
+    assert all(not i.stuck for i in facts.impacts) and facts.unrecovered == []
 
 
 def test_summarize_run_gives_the_index_row_and_caches_it(tmp_path: Path) -> None:

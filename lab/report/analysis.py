@@ -56,6 +56,10 @@ class Timeline:
                 best = op.end
         return best
 
+    def invoked_after(self, t: int) -> bool:
+        """Whether any operation was invoked at or after ``t``."""
+        return bisect.bisect_left(self.starts, t) < len(self.ops)
+
     def longest_gap(self, lo: int, hi: int) -> int:
         """The longest stretch within [lo, hi] with no ok completion (ns)."""
         i, j = bisect.bisect_left(self.ok_ends, lo), bisect.bisect_right(self.ok_ends, hi)
@@ -156,6 +160,9 @@ class Impact:
     unavailable_s: float | None = None
     first_ok_from_start_s: float | None = None
     first_ok_from_heal_s: float | None = None
+    # Operations were tried after the fault healed and none succeeded: the cluster never
+    # recovered from it (a liveness failure; the verdict is about safety only).
+    stuck: bool = False
     ok_rate: float | None = None
     median_ms: float | None = None
     leader_before: str | None = None
@@ -187,7 +194,8 @@ class Facts:
     baseline_rate: float | None
     baseline_median_ms: float | None
     throughput: float | None  # ok operations per second over the run
-    recovery_s: float | None
+    recovery_s: float | None  # the slowest recovery, None if one never happened
+    unrecovered: list[Impact] = field(default_factory=list)  # faults never recovered from
 
 
 def analyse(run: RunData) -> Facts:
@@ -208,8 +216,9 @@ def analyse(run: RunData) -> Facts:
     if not impacts and skipped:  # a scenario with faults, none of which ever started
         bite = Bite(f"The faults never bit: all {len(skipped)} fault steps were skipped "
                     f"({skipped[0].skipped}).", False, [])
+    stuck = [i for i in impacts if i.stuck]
     return Facts(impacts, bite, base_rate, base_ms, rate,
-                 max(heal_times) if heal_times else None)
+                 max(heal_times) if heal_times and not stuck else None, stuck)
 
 
 def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
@@ -219,6 +228,7 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
     ok_start, ok_heal = tl.first_ok_after(f.start), tl.first_ok_after(end)
     imp.first_ok_from_start_s = None if ok_start is None else (ok_start - f.start) / NS
     imp.first_ok_from_heal_s = None if ok_heal is None else (ok_heal - end) / NS
+    imp.stuck = ok_heal is None and tl.invoked_after(end)
     imp.unavailable_s = tl.longest_gap(f.start, ok_heal if ok_heal is not None else end) / NS
     imp.ok_rate = tl.ok_rate([(f.start, end)])
     imp.median_ms = tl.median_latency([(f.start, end)])

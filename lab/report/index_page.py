@@ -326,7 +326,8 @@ def _table_row(r: dict[str, Any]) -> dict[str, Any]:
         "seed": "" if r.get("seed") is None else str(r.get("seed")),
         "ops": _num(r.get("ops")), "ops_sort": _sort(r.get("ops")),
         "anomalies": _num(r.get("anomalies")), "anomalies_sort": _sort(r.get("anomalies")),
-        "recovery": _secs(r.get("recovery_s")), "recovery_sort": _sort(r.get("recovery_s")),
+        "recovery": "never" if r.get("recovered") is False else _secs(r.get("recovery_s")),
+        "recovery_sort": _sort(1e9 if r.get("recovered") is False else r.get("recovery_s")),
         "throughput": _rate(r.get("throughput")), "throughput_sort": _sort(r.get("throughput")),
     }
 

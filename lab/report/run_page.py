@@ -107,6 +107,7 @@ def summary(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str
         "ok": sum(1 for op in run.ops if op.type == "ok"),
         "anomalies": sum(len(c.anomalies) for c in checkers),
         "recovery_s": _round(facts.recovery_s),
+        "recovered": not facts.unrecovered,
         "throughput": _round(facts.throughput, 1),
         "faults_bit": facts.bite.bit,
         "duration_s": run.results.get("duration_s"),
@@ -209,7 +210,9 @@ def _glance(run: RunData, facts: Facts) -> list[tuple[str, str, str]]:
         (_per_s(facts.throughput), "ok ops/s", "over the client phase"),
         (str(len(facts.impacts)), "faults", "injected by the nemesis"),
         (_secs(worst), "worst unavailability", "longest stretch without an ok"),
-        (_secs(facts.recovery_s), "recovery", "worst heal → first ok"),
+        (("never", "recovery", f"no ok after {_faults(facts.unrecovered)} healed")
+         if facts.unrecovered else
+         (_secs(facts.recovery_s), "recovery", "worst heal → first ok")),
     ]
 
 
@@ -303,6 +306,11 @@ def _impact_row(i: Impact) -> dict[str, Any]:
         "bit": i.bit,
         "t0": f.start / 1e9, "t1": i.end / 1e9,
     }
+
+
+def _faults(impacts: list[Impact]) -> str:
+    more = len(impacts) - 1
+    return impacts[0].fault.label + (f" (and {more} later)" if more else "")
 
 
 def _secs(v: Any) -> str:

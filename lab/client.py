@@ -23,7 +23,7 @@ import json
 import select
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import outcome
@@ -74,10 +74,8 @@ class _Answers:
         fd = client._sock.fileno()
         if self._clients.get(fd) is client:
             del self._clients[fd]
-            try:
+            with suppress(OSError, ValueError):  # the run is ending: the set is closed
                 self._ep.unregister(fd)
-            except (OSError, ValueError):  # the run is ending: the set is closed
-                pass
 
     async def run(self) -> None:
         try:

@@ -59,6 +59,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from random import Random
 from typing import TYPE_CHECKING
 
@@ -217,10 +218,8 @@ class FastPath:
         handle.fast = None
         fd = handle.sock.fileno()
         link = self._links.pop(fd, None)
-        try:
+        with suppress(OSError, ValueError):  # the server is shutting down: the set is closed
             self._ep.unregister(fd)
-        except (OSError, ValueError):  # the server is shutting down: the set is closed
-            pass
         return link
 
     def __len__(self) -> int:
@@ -594,7 +593,7 @@ class Link:
             return
         except OSError:
             n = 0
-        sent = -1
+        sent = -1  # stays so on EOF, a reset, or a broken destination
         if n:
             self.bytes_in += n
             try:
@@ -602,7 +601,7 @@ class Link:
             except BlockingIOError:
                 sent = 0
             except OSError:
-                pass
+                sent = -1
         if sent == n:
             self.bytes_out += n
             return

@@ -17,7 +17,11 @@ Cells, each for ``--seconds`` with ``--clients`` concurrent clients:
   minus the history: ``Generator.next_op`` (the ``bench/write-only.yaml`` workload) and
   ``RaftkvClient.invoke`` (``lab.raftkv``, ``lab.client``).
 * **lab client + history**: the same, plus ``History.append`` of the invoke and of the
-  completion (``lab.history``), as in a run.
+  completion (``lab.history``), as in a run, each worker on a connection of its own
+  (``connections: per-client``).
+* **shared connection + history**: the same with all workers on one connection
+  (``connections: shared``, the default): the requests of a scheduling round leave in
+  one send.
 
 Printed per cell: operations per second, the CPU of the process doing the driving (user
 + system, ``resource.getrusage``) as % of one core and as microseconds per operation,
@@ -116,8 +120,8 @@ def load_generator(port: int, clients: int, seconds: float) -> tuple[int, float]
     return done, cpu
 
 
-def lab_client(port: int, clients: int, seconds: float, history: Path | None
-               ) -> tuple[int, float]:
+def lab_client(port: int, clients: int, seconds: float, history: Path | None,
+               shared: bool = False) -> tuple[int, float]:
     """trio workers as in ``raftlab run``; returns (operations, CPU seconds)."""
     w = load_workload(ROOT / "bench" / "write-only.yaml")
     gen = Generator(w, random.Random(1))
@@ -126,7 +130,8 @@ def lab_client(port: int, clients: int, seconds: float, history: Path | None
 
     async def worker(i: int, end: float) -> None:
         nonlocal done
-        async with RaftkvClient({"n1": ("127.0.0.1", port)}, 2.0, random.Random(i)) as c:
+        async with RaftkvClient({"n1": ("127.0.0.1", port)}, 2.0, random.Random(i),
+                                shared=shared) as c:
             while trio.current_time() < end:
                 op = gen.next_op()
                 if h is not None:
@@ -178,7 +183,9 @@ def main() -> int:
             cells = [("load generator (selectors)", load_generator(port, a.clients, a.seconds)),
                      ("lab client", lab_client(port, a.clients, a.seconds, None)),
                      ("lab client + history", lab_client(port, a.clients, a.seconds,
-                                                         Path(d) / "history.jsonl"))]
+                                                         Path(d) / "history.jsonl")),
+                     ("shared connection + history", lab_client(
+                         port, a.clients, a.seconds, Path(d) / "history2.jsonl", True))]
         finally:
             server.kill()
             server.wait()

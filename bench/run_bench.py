@@ -7,24 +7,31 @@ Usage::
 Method, in one run on this machine:
 
 1. raftkv's own benchmark (``bench/raftkv_bench.py``, a separate selectors-based load
-   process, no proxies, closed loop): writes/s at ``--clients`` clients on 3 members, for
-   as long as the lab runs (``--own-duration`` to shorten it: raftkv is a little faster
-   on a young log, about 3 % between 10 s and 30 s).
-2. ``raftlab run bench/write-only.yaml faults/none.yaml`` with the same concurrency and no
-   rate limit: every operation goes through the lab's trio client, its client proxy and
-   the history file. Figures: operations completed *and recorded* per second over the
-   time limit, the controller's CPU share (its own process, children excluded, as % of one
-   core over its lifetime), the steady-state CPU of each process of the run (controller,
-   proxy server, members) over the middle 40 % of the client phase, whose total says
-   whether the machine was saturated or the run latency-bound, and the wall time from
-   start to exit and from start to the
-   moment the run prints "checking the history" (the run proper: start-up, clients and
-   nemesis, settling, final phase and teardown; checking and reporting come after).
-
-3. The same load generator as in 1, against a cluster wired exactly as the lab wires it:
-   every peer link and the client link through the built-in Toxiproxy server. This splits
-   the lab's cost in two: what the proxies cost (3 vs 1) and what the lab's client, history
-   and controller cost on top (2 vs 3).
+   process, no proxies, closed loop, a connection per client): writes/s at ``--clients``
+   clients on 3 members, for as long as the lab runs (``--own-duration`` to shorten it:
+   raftkv is a little faster on a young log, about 3 % between 10 s and 30 s). The
+   baseline.
+2. The same load generator, against a cluster wired exactly as the lab wires it: every
+   peer link and the client link through the built-in Toxiproxy server (what the proxies
+   cost).
+3. The same load generator, no proxies, with all its clients pipelined on one connection
+   to the leader and the requests of each read sent together: what raftkv gives a load
+   generator that reaches it the way the lab's shared connections do; and the same
+   through the proxies.
+4. ``raftlab run bench/write-only.yaml faults/none.yaml`` with the same concurrency and no
+   rate limit (the workload's default ``connections: shared``): every operation goes
+   through the lab's trio client, its client proxy and the history file. Figures:
+   operations completed *and recorded* per second over the time limit, the controller's
+   CPU share (its own process, children excluded, as % of one core over its lifetime),
+   the steady-state CPU of each process of the run (controller, proxy server, members)
+   over the middle 40 % of the client phase, whose total says whether the machine was
+   saturated or the run latency-bound, and the wall time from start to exit and from
+   start to the moment the run prints "checking the history" (the run proper: start-up,
+   clients and nemesis, settling, final phase and teardown; checking and reporting come
+   after).
+5. The same run with ``connections: per-client``, like for like with 1 and 2: 5 vs 2 is
+   what the lab's client, history and controller cost on top of the proxies (and 4 vs
+   3 through the proxies, with shared connections).
 
 The ratio lab/raftkv is the figure of merit (target >= 0.8); the wall-time target is
 <= time limit + 5 s before checking and reporting. Prints figures, asserts nothing.
@@ -33,6 +40,7 @@ The ratio lab/raftkv is the figure of merit (target >= 0.8); the wall-time targe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -41,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -66,35 +75,50 @@ def raftkv_own(clients: int, duration: float, tmp: Path) -> dict[str, float]:
     return dict(next(c for c in cells if c["system"] == "raftkv" and c["op"] == "write"))
 
 
-def raftkv_own_through_proxies(clients: int, duration: float, tmp: Path) -> float:
-    """Writes/s of raftkv's own load generator with every link proxied as in a lab run."""
+def raftkv_own_load(clients: int, duration: float, tmp: Path, *, proxied: bool,
+                    pipelined: bool) -> float:
+    """Writes/s of raftkv's own load generator on a fresh 3-member cluster: every link
+    proxied as in a lab run (``proxied``) or not; a connection per client or all clients
+    pipelined on one (``pipelined``)."""
     async def main() -> float:
-        cluster = RaftkvCluster(tmp / "proxied", 3)
-        async with open_toxiproxy(None, tmp) as (client, _kind):
-            net = await Network.create(client, {m.id: (m.peer, m.client)
-                                                for m in cluster.members.values()},
-                                       listen=cluster.proxy_listen)
-            cluster.dial = net.dial
-            try:
-                cluster.start_all()
-                leader = await cluster.wait_leader(15)
-                pids = cluster.pids()
-                spec = raftkv_bench.WorkerSpec(
-                    system="raftkv", op="write", clients=clients,
-                    addr=tuple(net.client_addr(leader)), warmup=1.0, duration=duration,
-                    out="", server_pids=pids, leader_pid=pids[0])
-                r = await raftkv_bench.run_load(spec, tmp)
-                return float(r["ops_per_s"])
-            finally:
-                with trio.CancelScope(shield=True):
-                    await cluster.stop_all()
-                    await net.aclose()
+        cluster = RaftkvCluster(tmp / f"own-{int(proxied)}{int(pipelined)}", 3)
+        async with contextlib.AsyncExitStack() as stack:
+            def direct(m: str) -> tuple[str, int]:
+                return cluster.members[m].client
+
+            addr: Callable[[str], tuple[str, int]] = direct
+            if proxied:
+                client, _kind = await stack.enter_async_context(open_toxiproxy(None, tmp))
+                net = await Network.create(client, {m.id: (m.peer, m.client)
+                                                    for m in cluster.members.values()},
+                                           listen=cluster.proxy_listen)
+                stack.push_async_callback(net.aclose)
+                cluster.dial = net.dial
+                addr = net.client_addr
+            stack.push_async_callback(cluster.stop_all)
+            cluster.start_all()
+            leader = await cluster.wait_leader(15)
+            pids = cluster.pids()
+            spec = raftkv_bench.WorkerSpec(
+                system="raftkv", op="write", clients=clients, addr=tuple(addr(leader)),
+                warmup=1.0, duration=duration, out="", server_pids=pids, leader_pid=pids[0],
+                pipelined=pipelined)
+            r = await raftkv_bench.run_load(spec, tmp)
+            return float(r["ops_per_s"])
+        raise AssertionError("unreachable")
 
     return trio.run(main)
 
 
-def lab_run(clients: int, nodes: int, limit: float, tmp: Path) -> dict[str, float]:
-    argv = [sys.executable, "-m", "lab.cli", "run", str(ROOT / "bench" / "write-only.yaml"),
+def lab_run(clients: int, nodes: int, limit: float, tmp: Path, *, per_client: bool = False
+            ) -> dict[str, float]:
+    workload = ROOT / "bench" / "write-only.yaml"
+    if per_client:
+        tmp.mkdir(parents=True)
+        text = workload.read_text()
+        workload = tmp / "write-only-per-client.yaml"
+        workload.write_text(text + "connections: per-client\n")
+    argv = [sys.executable, "-m", "lab.cli", "run", str(workload),
             str(ROOT / "faults" / "none.yaml"), "--nodes", str(nodes), "--concurrency",
             str(clients), "--rate", "0", "--time-limit", str(limit), "--out", str(tmp)]
     t0 = time.monotonic()
@@ -190,18 +214,33 @@ def main() -> int:
         own_s = a.time_limit if a.own_duration is None else a.own_duration
         own_cell = raftkv_own(a.clients, own_s, tmp)
         own = float(own_cell["ops_per_s"])
-        proxied = raftkv_own_through_proxies(a.clients, own_s, tmp)
+        proxied = raftkv_own_load(a.clients, own_s, tmp, proxied=True, pipelined=False)
+        piped = raftkv_own_load(a.clients, own_s, tmp, proxied=False, pipelined=True)
+        piped_proxied = raftkv_own_load(a.clients, own_s, tmp, proxied=True, pipelined=True)
         lab = lab_run(a.clients, a.nodes, a.time_limit, tmp / "runs")
-    print(f"raftkv's own benchmark, writes, {a.clients} clients: {own:8.0f} ops/s "
+        per = lab_run(a.clients, a.nodes, a.time_limit, tmp / "runs-per-client",
+                      per_client=True)
+    n = a.clients
+    print(f"raftkv's own benchmark, writes, {n} clients, a connection each: {own:8.0f} ops/s "
           f"(% of one core: load generator {own_cell.get('loadgen_cpu_pct', 0):.0f}, members "
-          f"{own_cell.get('server_cpu_pct', 0):.0f}, other {own_cell.get('other_cpu_pct', 0):.0f})")
-    print(f"  the same, every link through the proxies:   {proxied:8.0f} ops/s "
-          f"({proxied / own:.2f} of it: the proxies' cost)")
-    print(f"raftlab run, writes recorded, {a.clients} clients:    {lab['ops_per_s']:8.0f} ops/s "
-          f"(ok {lab['ok']:.0f}, fail {lab['fail']:.0f}, info {lab['info']:.0f})")
-    print(f"ratio lab/raftkv: {lab['ops_per_s'] / own:.2f}   (target >= 0.8); "
-          f"lab/proxied: {lab['ops_per_s'] / proxied:.2f} (the lab's client, history and "
-          f"controller)")
+          f"{own_cell.get('server_cpu_pct', 0):.0f}, other {own_cell.get('other_cpu_pct', 0):.0f})"
+          f" <- the baseline")
+    print(f"  the same, every link through the proxies:             {proxied:8.0f} ops/s "
+          f"({proxied / own:.2f}: the proxies' cost)")
+    print(f"  the same load generator, all {n} on one pipelined connection, no proxies: "
+          f"{piped:.0f} ops/s ({piped / own:.2f})")
+    print(f"    and pipelined through the proxies: {piped_proxied:.0f} ops/s "
+          f"({piped_proxied / piped:.2f} of the pipelined figure: the proxies' cost)")
+    for name, r in (("shared connections (the default)", lab),
+                    ("a connection per client", per)):
+        print(f"raftlab run, writes recorded, {n} clients, {name}: {r['ops_per_s']:8.0f} ops/s "
+              f"(ok {r['ok']:.0f}, fail {r['fail']:.0f}, info {r['info']:.0f})")
+    print(f"ratio lab/raftkv: {lab['ops_per_s'] / own:.2f} (target >= 0.8); with a connection "
+          f"per client {per['ops_per_s'] / own:.2f}, {per['ops_per_s'] / proxied:.2f} of the "
+          f"proxied figure (the lab's client, history and controller); shared against the "
+          f"pipelined load generator {lab['ops_per_s'] / piped:.2f}, "
+          f"{lab['ops_per_s'] / piped_proxied:.2f} of it through the proxies")
+    print("the default run (shared connections):")
     print(f"controller CPU: {lab['controller_cpu_pct']:.0f} % of one core over its lifetime")
     steady = lab["steady"]
     if isinstance(steady, dict) and steady:

@@ -230,6 +230,7 @@ class _Pool:
 
     def __init__(self) -> None:
         self._idle: dict[Address, list[_Conn]] = {}
+        self.users = 0
 
     def close(self) -> None:
         idle, self._idle = self._idle, {}
@@ -282,6 +283,21 @@ class _Pool:
             return status, json.loads(data) if data.strip() else {}
         except ValueError:
             raise _Lost("garbled answer") from None
+
+
+_SHARED: trio.lowlevel.RunVar[_Pool] = trio.lowlevel.RunVar("lab.etcd.shared")
+
+
+def _shared_pool() -> _Pool:
+    """This trio run's pool shared by all client workers (``connections: shared``): an
+    idle kept-alive connection serves whichever worker asks next. HTTP/1.1 carries one
+    request at a time, so the workers still use as many connections as they have requests
+    in flight."""
+    try:
+        return _SHARED.get()
+    except LookupError:
+        _SHARED.set(_Pool())
+        return _SHARED.get()
 
 
 def _b64(text: str) -> str:
@@ -550,20 +566,23 @@ class EtcdClient:
     ``c`` (the counter), ``b/A`` (bank accounts), ``l/K`` (list-append lists)."""
 
     def __init__(self, addrs: dict[str, Address], timeout: float, rng: Any,
-                 accounts: Sequence[str] = ()) -> None:
+                 accounts: Sequence[str] = (), *, shared: bool = False) -> None:
         self.addrs = addrs
         self.ids = sorted(addrs)
         self.timeout = timeout
         self.rng = rng
         self.accounts = sorted(accounts)
         self.node = str(rng.choice(self.ids))
-        self._pool = _Pool()
+        self._pool = _shared_pool() if shared else _Pool()
 
     async def __aenter__(self) -> EtcdClient:
+        self._pool.users += 1
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._pool.close()
+        self._pool.users -= 1
+        if not self._pool.users:
+            self._pool.close()
 
     def _next(self, node: str) -> str:
         return self.ids[(self.ids.index(node) + 1) % len(self.ids)]

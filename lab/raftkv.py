@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from lab import procs
-from lab.client import ConnectionLost, connect
+from lab.client import ConnectionLost, KVClient, connect, open_client
 from lab.systems import Completion, Vote
 
 Address = tuple[str, int]
@@ -100,41 +100,77 @@ class RaftkvCluster(procs.MemberProcesses):
 # --------------------------------------------------------------------------- client driver
 
 
+class Connections:
+    """Client connections to the members: one per address, opened on first use, used by
+    any number of requests at once (raftkv pipelines them and answers by id). A
+    connection on which a request timed out is retired (:meth:`KVClient.retire`): the
+    next request gets a fresh one.
+
+    Either one per client worker, or one per trio run shared by all of them (`shared`).
+    Shared, the requests the workers make in one scheduling round leave in one ``send``
+    per member, cross the proxy as one message and are read by the member in one ``recv``;
+    a connection each costs all three per operation (``bench/run_bench.py``)."""
+
+    def __init__(self) -> None:
+        self._conns: dict[Address, KVClient] = {}
+        self._locks: dict[Address, trio.Lock] = {}
+        self.users = 0
+
+    async def get(self, addr: Address, deadline: float) -> KVClient:
+        c = self._conns.get(addr)
+        if c is not None and not c.retired:
+            return c
+        with trio.fail_at(deadline):
+            async with self._locks.setdefault(addr, trio.Lock()):  # one connect at a time
+                c = self._conns.get(addr)
+                if c is None or c.retired:
+                    c = await open_client(*addr, max(0.01, deadline - trio.current_time()))
+                    self._conns[addr] = c
+                return c
+
+    def close(self) -> None:
+        conns, self._conns = self._conns, {}
+        for c in conns.values():
+            c.close()
+
+
+_SHARED: trio.lowlevel.RunVar[Connections] = trio.lowlevel.RunVar("lab.raftkv.shared")
+
+
+def shared_connections() -> Connections:
+    """This trio run's shared connections."""
+    try:
+        return _SHARED.get()
+    except LookupError:
+        _SHARED.set(Connections())
+        return _SHARED.get()
+
+
 class RaftkvClient:
     """Turns the lab's operations into raftkv requests, and answers into ok / fail / info.
 
-    One instance per client worker. It keeps a connection per member (through the
-    member's client proxy), follows leader hints, and retries an operation on another
-    member only when the answer says it *certainly* did not happen (``not-leader``)."""
+    One instance per client worker. It reaches each member through the member's client
+    proxy, on connections of its own or shared with the other workers (``shared``),
+    follows leader hints, and retries an operation on another member only when the answer
+    says it *certainly* did not happen (``not-leader``)."""
 
     def __init__(self, addrs: dict[str, Address], timeout: float, rng: Any,
-                 accounts: Sequence[str] = ()) -> None:
+                 accounts: Sequence[str] = (), *, shared: bool = False) -> None:
         self.addrs = addrs
         self.accounts = sorted(accounts)
         self.timeout = timeout
         self.rng = rng
         self.leader: str | None = None
-        self._conns: dict[str, Any] = {}
-        self._stack: Any = None
+        self._conns = shared_connections() if shared else Connections()
 
     async def __aenter__(self) -> RaftkvClient:
-        from contextlib import AsyncExitStack
-
-        self._stack = AsyncExitStack()
-        await self._stack.__aenter__()
+        self._conns.users += 1
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stack.__aexit__(None, None, None)
-
-    async def _conn(self, node: str, deadline: float) -> Any:
-        c = self._conns.get(node)
-        if c is None or c.closed:
-            budget = max(0.01, deadline - trio.current_time())
-            # Each connection gets its own exit stack entry; a dead one is just dropped.
-            c = await self._stack.enter_async_context(connect(*self.addrs[node], budget))
-            self._conns[node] = c
-        return c
+        self._conns.users -= 1
+        if not self._conns.users:
+            self._conns.close()
 
     def _pick(self) -> str:
         if self.leader in self.addrs:
@@ -150,23 +186,26 @@ class RaftkvClient:
         while True:
             tried.append(node)
             try:
-                conn = await self._conn(node, deadline)
+                conn = await self._conns.get(self.addrs[node], deadline)
+            except (OSError, trio.TooSlowError):
+                # Could not even connect: the request was never sent.
+                if self.leader == node:
+                    self.leader = None
+                if trio.current_time() < deadline - 0.05 and len(tried) < 2 * len(self.addrs):
+                    node = self._next(node)
+                    continue
+                return Completion("fail", error="unreachable", node=node)
+            try:
                 budget = deadline - trio.current_time()
                 if budget <= 0:
                     raise trio.TooSlowError
                 answer = await conn.call(req, timeout=budget)
-            except (OSError, trio.TooSlowError, ConnectionLost) as e:
-                self._conns.pop(node, None)
+            except (trio.TooSlowError, ConnectionLost) as e:
+                if isinstance(e, trio.TooSlowError):
+                    conn.retire()
                 if self.leader == node:
                     self.leader = None
                 err = "timeout" if isinstance(e, trio.TooSlowError) else "connection"
-                if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
-                    # Could not even connect: the request was never sent.
-                    if trio.current_time() < deadline - 0.05 and len(tried) < 2 * len(
-                            self.addrs):
-                        node = self._next(node)
-                        continue
-                    return Completion("fail", error="unreachable", node=node)
                 return Completion("fail" if idempotent else "info", error=err, node=node)
             if answer.get("ok"):
                 self.leader = node

@@ -41,6 +41,7 @@ from lab.run import plain
 from lab.scenario import (
     ACTION_PARAMS,
     ACTIONS,
+    CONNECTIONS,
     MODELS,
     PROCESS_ACTIONS,
     UNTARGETED,
@@ -216,6 +217,8 @@ def _workload(doc: YamlDoc, node: yaml.Node) -> Workload:
             raise doc.fail(m[high][1], f"workload.{high} is below workload.{low}")
     if "timeout" in kw and kw["timeout"] <= 0:
         raise doc.fail(m["timeout"][1], "workload.timeout must be more than 0")
+    if "connections" in kw:
+        doc.one_of(m["connections"][1], CONNECTIONS, "workload.connections")
     kw["mix"] = mix
     return Workload(**kw)
 
@@ -549,6 +552,7 @@ def workload_yaml(w: Workload, header: str = "") -> str:
         "txn": {"min_ops": w.txn_min, "max_ops": w.txn_max},
         "accounts": w.accounts, "total": w.total, "max_transfer": w.max_transfer,
         "final": {"reads": w.final_reads, "settle": w.settle},
+        "connections": w.connections,
     }
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=96)
     lines = [f"# {line}".rstrip() for line in header.splitlines()]

@@ -299,7 +299,8 @@ class Experiment:
 
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
-        async with self.client_factory(addrs, 2.0, random.Random(0), ()) as c:
+        async with self.client_factory(addrs, 2.0, random.Random(0), (),
+                                       shared=self.w.connections == "shared") as c:
             for _ in range(20):
                 if await c.write_initial(balances):
                     return True
@@ -335,7 +336,8 @@ class Experiment:
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
         accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self.client_factory(addrs, self.w.timeout, rng, accounts) as client:
+        async with self.client_factory(addrs, self.w.timeout, rng, accounts,
+                                       shared=self.w.connections == "shared") as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
                     await trio.sleep(min(rng.expovariate(1 / mean_gap),
@@ -349,7 +351,8 @@ class Experiment:
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
         accounts = self.gen.keys if self.w.model == "bank" else ()
         async with self.client_factory(addrs, max(self.w.timeout, 2.0), random.Random(7),
-                                       accounts) as client:
+                                       accounts, shared=self.w.connections == "shared"
+                                       ) as client:
             for op in self.gen.final_ops():
                 for _attempt in range(10):
                     process = self._new_process()

@@ -108,6 +108,7 @@ class Workload:
     max_transfer: int = 5
     final_reads: bool = True
     settle: float = 5.0  # seconds to let the cluster recover before the final phase
+    connections: str = "shared"  # or "per-client": CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,11 @@ def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
 # --------------------------------------------------------------------------- workloads
 
 _WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
-                  "values", "txn", "accounts", "total", "max_transfer", "final")
+                  "values", "txn", "accounts", "total", "max_transfer", "final", "connections")
+#: How client workers reach the members: ``shared`` connections for all workers of a run
+#: (requests of one scheduling round leave together), or a connection ``per-client``
+#: worker of its own (as raftkv's own load generator does).
+CONNECTIONS = ("shared", "per-client")
 
 
 def load_workload(path: Path) -> Workload:
@@ -329,6 +334,8 @@ def load_workload(path: Path) -> Workload:
         kw["timeout"] = doc.duration(get("timeout"), "timeout")
         if kw["timeout"] <= 0:
             raise doc.fail(get("timeout"), "timeout must be more than zero")
+    if "connections" in m:
+        kw["connections"] = doc.one_of(get("connections"), CONNECTIONS, "connections")
     allowed_fs = MODELS[model]
     if "mix" in m:
         mix_map = doc.mapping(get("mix"), "mix")
@@ -661,6 +668,7 @@ def json_schema() -> dict[str, Any]:
             "keys": {"type": "integer", "minimum": 1}, "clients": {"type": "integer",
                                                                   "minimum": 1},
             "rate": {"type": "number", "minimum": 0}, "timeout": duration,
+            "connections": {"enum": list(CONNECTIONS)},
             "mix": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
                     "propertyNames": {"enum": sorted({f for fs in MODELS.values()
                                                       for f in fs})}},

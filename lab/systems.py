@@ -89,7 +89,13 @@ class SystemClient(Protocol):
     async def write_initial(self, values: Mapping[str, Any]) -> bool: ...
 
 
-ClientFactory = Callable[[dict[str, Address], float, Any, Sequence[str]], SystemClient]
+class ClientFactory(Protocol):
+    """Makes one client worker's driver: member addresses, per-operation timeout, the
+    worker's random source, bank accounts; ``shared``: connections shared with the other
+    workers of the run rather than its own (a workload's ``connections``)."""
+
+    def __call__(self, addrs: dict[str, Address], timeout: float, rng: Any,
+                 accounts: Sequence[str] = (), *, shared: bool = False) -> SystemClient: ...
 
 
 @dataclass

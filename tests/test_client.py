@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 
@@ -202,5 +203,191 @@ def test_timeouts_and_cancellation_leave_no_request_waiting() -> None:
             await trio.sleep(0.6)  # both late answers arrive and answer nobody
             assert not c.closed
             assert (await c.call({"op": "read", "key": "c"}, timeout=2))["ok"] is True
+
+    run(test)
+
+
+def test_requests_of_one_round_leave_together_in_order() -> None:
+    """Requests made in one scheduling round go out in one send; each still gets its own
+    answer."""
+    chunks: list[bytes] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        buf = b""
+        while data := await stream.receive_some(65536):
+            chunks.append(data)
+            buf += data
+            *done, buf = buf.split(b"\n")
+            await stream.send_all(b"".join(
+                json.dumps({"id": json.loads(x)["id"], "ok": True,
+                            "value": json.loads(x)["key"]}).encode() + b"\n" for x in done))
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, record)
+        async with connect("127.0.0.1", port) as c:
+            got: dict[int, object] = {}
+
+            async def one(k: int) -> None:
+                got[k] = (await c.call({"op": "read", "key": k}))["value"]
+
+            async with trio.open_nursery() as inner:
+                for k in range(20):
+                    inner.start_soon(one, k)
+        assert got == {k: k for k in range(20)}
+        assert len(chunks) == 1
+        assert sorted(json.loads(x)["key"] for x in chunks[0].splitlines()) == list(range(20))
+
+    run(test)
+
+
+def test_a_member_that_stops_reading_gets_the_rest_when_it_reads_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """More requests than the socket buffers hold wait in the client, in order, and go
+    when there is room; past the limit, the connection is given up."""
+    go = trio.Event()
+
+    async def slow(stream: trio.SocketStream) -> None:
+        await go.wait()
+        buf = b""
+        while data := await stream.receive_some(65536):
+            buf += data
+            *done, buf = buf.split(b"\n")
+            await stream.send_all(b"".join(
+                json.dumps({"id": json.loads(x)["id"], "ok": True,
+                            "value": len(json.loads(x)["value"])}).encode() + b"\n"
+                for x in done))
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, slow)
+        async with connect("127.0.0.1", port) as c:
+            got: list[object] = []
+
+            async def one(k: int) -> None:
+                got.append((await c.call({"op": "write", "key": k, "value": "x" * (k + 65536)},
+                                         timeout=8))["value"])
+
+            async with trio.open_nursery() as inner:
+                for k in range(100):  # 6.5 MB
+                    inner.start_soon(one, k)
+                await trio.sleep(0.3)
+                assert c._out, "everything fitted in the socket buffers: the test tests nothing"
+                go.set()
+            assert sorted(got) == [k + 65536 for k in range(100)]
+            assert not c._out and not c.closed
+
+            monkeypatch.setattr("lab.client._MAX_UNSENT", 1_000_000)
+            go2 = trio.Event()
+            lost: list[str] = []
+
+            async def stuck(stream: trio.SocketStream) -> None:
+                await go2.wait()
+
+            port2 = await serve(n, stuck)
+            async with connect("127.0.0.1", port2) as c2:
+                async def two(k: int) -> None:
+                    try:
+                        await c2.call({"op": "write", "key": k, "value": "y" * 65536}, timeout=8)
+                    except ConnectionLost as e:
+                        lost.append(str(e))
+
+                async with trio.open_nursery() as inner:
+                    for k in range(200):  # 13 MB: more than socket buffers and the limit
+                        inner.start_soon(two, k)
+                        await trio.sleep(0)
+                assert c2.closed
+                assert len(lost) == 200 and any("stopped reading" in e for e in lost)
+            go2.set()
+
+    run(test)
+
+
+def test_a_retired_connection_takes_no_new_requests_and_closes_when_drained() -> None:
+    release = trio.Event()
+
+    async def held(stream: trio.SocketStream) -> None:
+        while reqs := await lines(stream):
+            await release.wait()
+            await stream.send_all(b"".join(
+                json.dumps({"id": r["id"], "ok": True}).encode() + b"\n" for r in reqs))
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, held)
+        async with connect("127.0.0.1", port) as c:
+            answers: list[object] = []
+
+            async def one() -> None:
+                answers.append((await c.call({"op": "read", "key": "a"}))["ok"])
+
+            n.start_soon(one)
+            await trio.sleep(0.1)
+            c.retire()
+            assert c.retired and not c.closed  # a request still waits for its answer
+            with pytest.raises(ConnectionLost):
+                await c.call({"op": "read", "key": "b"})
+            release.set()
+            with trio.fail_after(2):
+                while not c.closed:
+                    await trio.sleep(0.01)
+            assert answers == [True]
+
+    run(test)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> None:
+    """``connections: shared``: all workers of a run use one connection per member;
+    ``per-client``: one each. Either way a request that timed out retires its connection
+    (the next request opens a new one) without failing the others' requests on it, and
+    nothing stays open once the workers are done."""
+    import random
+
+    from lab.raftkv import RaftkvClient
+
+    accepted: list[trio.SocketStream] = []
+    hung_up: list[trio.SocketStream] = []  # connections the client closed
+    slow_keys = {"slow"}
+
+    async def kv(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        buf = b""
+        lock = trio.Lock()
+        async with trio.open_nursery() as n:
+            while data := await stream.receive_some(65536):
+                buf += data
+                *done, buf = buf.split(b"\n")
+                for x in done:
+                    r = json.loads(x)
+
+                    async def answer(r: dict[str, object] = r) -> None:
+                        if r["key"] in slow_keys:
+                            await trio.sleep(0.5)
+                        with contextlib.suppress(trio.BrokenResourceError,
+                                                 trio.ClosedResourceError):
+                            async with lock:
+                                    await stream.send_all(json.dumps(
+                                    {"id": r["id"], "ok": True}).encode() + b"\n")
+
+                    n.start_soon(answer)
+            hung_up.append(stream)
+
+    async def test(n: trio.Nursery) -> None:
+        port = await serve(n, kv)
+        addrs = {"n1": ("127.0.0.1", port)}
+        types: list[str] = []
+
+        async def worker(i: int) -> None:
+            async with RaftkvClient(addrs, 0.3, random.Random(i), shared=shared) as c:
+                for j in range(5):
+                    key = "slow" if (i, j) == (0, 1) else f"{i}-{j}"
+                    types.append((await c.invoke("register", "write", key, j)).type)
+
+        async with trio.open_nursery() as inner:
+            for i in range(8):
+                inner.start_soon(worker, i)
+        assert sorted(types) == ["info"] + ["ok"] * 39
+        # shared: the first connection, then a fresh one after the timeout
+        assert len(accepted) == (2 if shared else 8 + 1)
+        await trio.sleep(0.5)  # the retired connection's late answer arrives
+        assert len(hung_up) == len(accepted)  # every connection was closed by the client
 
     run(test)

@@ -283,6 +283,9 @@ def test_workload_file_round_trip(tmp_path: Path) -> None:
         out = tmp_path / path.name
         out.write_text(workload_yaml(w, "a copy"))
         assert dataclasses.replace(load_workload(out), path=w.path) == w
+        w = dataclasses.replace(w, connections="per-client")
+        out.write_text(workload_yaml(w, "a copy"))
+        assert dataclasses.replace(load_workload(out), path=w.path) == w
 
 
 # --------------------------------------------------------------------------- cut-links

@@ -202,6 +202,8 @@ WORKLOAD_ERRORS = [
     ("name: w\ndescription: d\nmodel: register\nmix: {read: 0}\n", 4, "at least one operation"),
     ("name: w\ndescription: d\nmodel: register\nfinal: {reads: maybe}\n", 4,
      "final.reads must be true or false"),
+    ("name: w\ndescription: d\nmodel: register\nconnections: per-clients\n", 4,
+     "unknown connections 'per-clients' (expected one of: shared, per-client)"),
 ]
 
 

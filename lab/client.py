@@ -228,9 +228,11 @@ class KVClient:
             self._blocked = not self._blocked
             self._io.watch_writable(self, self._blocked)
 
-    async def call(self, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """Send one request and wait at most ``timeout`` seconds for its answer. A request
-        still unsent when its time is up stays queued: it may yet happen."""
+    async def call(self, request: dict[str, Any], timeout: float = 5.0, *,
+                   deadline: float | None = None) -> dict[str, Any]:
+        """Send one request and wait at most ``timeout`` seconds (or until the trio time
+        ``deadline``) for its answer. A request still unsent when its time is up stays
+        queued: it may yet happen."""
         if self.retired:
             raise ConnectionLost("connection is closed" if self.closed else
                                  "connection is retired")
@@ -241,7 +243,9 @@ class KVClient:
         if not self._out:
             self._io.unsent(self)  # (else a send is already due: the round's or the room's)
         self._out += dumps({**request, "id": rid}) + b"\n"
-        self._waiting[rid] = (trio.lowlevel.current_task(), trio.current_time() + timeout)
+        if deadline is None:
+            deadline = trio.current_time() + timeout
+        self._waiting[rid] = (trio.lowlevel.current_task(), deadline)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._waiting.pop(rid, None)

@@ -51,24 +51,28 @@ class History:
     def append(self, process: Any, type: str, f: str, key: Any = None, value: Any = None,
                **extra: Any) -> dict[str, Any]:
         """Record one event and return it. Enforces the invoke/complete pairing."""
-        if type not in EVENT_TYPES:
-            raise ValueError(f"bad event type {type!r}")
-        if process != "nemesis":
-            if type == "invoke":
-                if process in self.open_ops:
-                    raise ValueError(f"process {process} invoked twice without completing")
-            elif self.open_ops.pop(process, None) is None:
-                raise ValueError(f"process {process} completed {f} without an invoke")
-        ev: dict[str, Any] = {"index": self.index, "time": self.now(), "process": process,
-                              "type": type, "f": f, "key": key, "value": value}
-        ev.update({k: v for k, v in extra.items() if v is not None})
-        self.index += 1
         if process == "nemesis":
+            if type not in EVENT_TYPES:
+                raise ValueError(f"bad event type {type!r}")
             self.nemesis_events += 1
-        else:
+        elif type == "invoke":
+            if process in self.open_ops:
+                raise ValueError(f"process {process} invoked twice without completing")
+        elif type not in EVENT_TYPES:
+            raise ValueError(f"bad event type {type!r}")
+        elif self.open_ops.pop(process, None) is None:
+            raise ValueError(f"process {process} completed {f} without an invoke")
+        ev: dict[str, Any] = {"index": self.index, "time": time.monotonic_ns() - self._t0,
+                              "process": process, "type": type, "f": f, "key": key,
+                              "value": value}
+        for k, v in extra.items():
+            if v is not None:
+                ev[k] = v
+        self.index += 1
+        if process != "nemesis":
             self.counts[type] += 1
-        if process != "nemesis" and type == "invoke":
-            self.open_ops[process] = ev
+            if type == "invoke":
+                self.open_ops[process] = ev
         self._f.write(dumps(ev) + b"\n")
         self._unflushed = self._dirty = True
         return ev

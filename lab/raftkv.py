@@ -196,10 +196,9 @@ class RaftkvClient:
                     continue
                 return Completion("fail", error="unreachable", node=node)
             try:
-                budget = deadline - trio.current_time()
-                if budget <= 0:
+                if trio.current_time() >= deadline:
                     raise trio.TooSlowError
-                answer = await conn.call(req, timeout=budget)
+                answer = await conn.call(req, deadline=deadline)
             except (trio.TooSlowError, ConnectionLost) as e:
                 if isinstance(e, trio.TooSlowError):
                     conn.retire()

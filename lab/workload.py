@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lab.scenario import Workload
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):  # (a named tuple: built once per operation, on the hot path)
     f: str
     key: Any = None
     value: Any = None
@@ -27,7 +25,7 @@ class Generator:
         self.w = w
         self.rng = rng
         self._fs = [f for f, weight in w.mix.items() if weight > 0]
-        self._weights = [w.mix[f] for f in self._fs]
+        self._cum_weights = list(itertools.accumulate(w.mix[f] for f in self._fs))
         self._unique = itertools.count(1)
         self.keys = self._keys()
 
@@ -51,7 +49,7 @@ class Generator:
         return self.rng.randint(self.w.value_min, self.w.value_max)
 
     def next_op(self) -> Op:
-        f = self.rng.choices(self._fs, self._weights)[0]
+        f = self.rng.choices(self._fs, cum_weights=self._cum_weights)[0]
         model = self.w.model
         if model in ("register", "cas-register"):
             key = self.rng.choice(self.keys)

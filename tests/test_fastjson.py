@@ -72,3 +72,27 @@ def test_history_round_trips_through_the_encoder(tmp_path: Path) -> None:
     assert [(e["type"], e["key"], e["value"]) for e in events] == [
         ("invoke", "k€", 2**70), ("ok", "k€", 2**70)]
     assert events[1]["node"] == "n1"
+
+
+def test_history_refuses_what_jepsen_forbids_and_counts_the_rest(tmp_path: Path) -> None:
+    """One completion per invoke, from the same process; known event types only; nemesis
+    events pair with nothing. A refused event is not written."""
+    h = History(tmp_path / "history.jsonl")
+    with pytest.raises(ValueError, match="without an invoke"):
+        h.append(1, "ok", "read", "k")
+    h.append(1, "invoke", "read", "k")
+    with pytest.raises(ValueError, match="invoked twice"):
+        h.append(1, "invoke", "read", "k")
+    with pytest.raises(ValueError, match="bad event type"):
+        h.append(1, "done", "read", "k")
+    with pytest.raises(ValueError, match="bad event type"):
+        h.append("nemesis", "start", "kill")
+    h.append("nemesis", "info", "kill", None, ["n1"], fault=3)
+    h.append(1, "fail", "read", "k", error=None, node="n2")
+    h.close()
+    events = read_history(tmp_path / "history.jsonl")
+    assert [(e["index"], e["process"], e["type"]) for e in events] == [
+        (0, 1, "invoke"), (1, "nemesis", "info"), (2, 1, "fail")]
+    assert events[1]["fault"] == 3 and "error" not in events[2] and events[2]["node"] == "n2"
+    assert h.counts == {"invoke": 1, "ok": 0, "fail": 1, "info": 0} and h.nemesis_events == 1
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events)

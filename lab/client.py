@@ -285,8 +285,12 @@ async def open_client(host: str, port: int, timeout: float = 2.0) -> KVClient:
         stream = await trio.open_tcp_stream(host, port)
     tsock = stream.socket
     raw = socket.socket(tsock.family, tsock.type, tsock.proto, fileno=tsock.detach())
-    raw.setblocking(False)
-    return KVClient(raw)
+    try:
+        raw.setblocking(False)
+        return KVClient(raw)
+    except BaseException:
+        raw.close()
+        raise
 
 
 @asynccontextmanager

@@ -195,9 +195,11 @@ class RaftkvClient:
                     node = self._next(node)
                     continue
                 return Completion("fail", error="unreachable", node=node)
+            if trio.current_time() >= deadline:
+                # Out of time before sending (after a not-leader hop): every earlier try
+                # certainly did not happen, and this one was never sent.
+                return Completion("fail", error="timeout", node=node)
             try:
-                if trio.current_time() >= deadline:
-                    raise trio.TooSlowError
                 answer = await conn.call(req, deadline=deadline)
             except (trio.TooSlowError, ConnectionLost) as e:
                 if isinstance(e, trio.TooSlowError):

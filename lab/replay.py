@@ -219,6 +219,8 @@ def _workload(doc: YamlDoc, node: yaml.Node) -> Workload:
         raise doc.fail(m["timeout"][1], "workload.timeout must be more than 0")
     if "connections" in kw:
         doc.one_of(m["connections"][1], CONNECTIONS, "workload.connections")
+    else:  # a run from before the key existed: its clients had a connection each
+        kw["connections"] = "per-client"
     kw["mix"] = mix
     return Workload(**kw)
 

@@ -207,10 +207,22 @@ def test_timeouts_and_cancellation_leave_no_request_waiting() -> None:
     run(test)
 
 
-def test_requests_of_one_round_leave_together_in_order() -> None:
-    """Requests made in one scheduling round go out in one send; each still gets its own
-    answer."""
+def test_requests_of_one_round_leave_together_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests made in one scheduling round go out in one send, in the order they were
+    made; each still gets its own answer."""
+    from lab.client import KVClient
+
     chunks: list[bytes] = []
+    sends: list[int] = []  # bytes queued at each send
+    real_send = KVClient._send
+
+    def counting_send(self: KVClient) -> None:
+        if self._out:
+            sends.append(len(self._out))
+        real_send(self)
+
+    monkeypatch.setattr(KVClient, "_send", counting_send)
 
     async def record(stream: trio.SocketStream) -> None:
         buf = b""
@@ -226,16 +238,20 @@ def test_requests_of_one_round_leave_together_in_order() -> None:
         port = await serve(n, record)
         async with connect("127.0.0.1", port) as c:
             got: dict[int, object] = {}
+            order: list[int] = []
 
             async def one(k: int) -> None:
+                order.append(k)
                 got[k] = (await c.call({"op": "read", "key": k}))["value"]
 
             async with trio.open_nursery() as inner:
                 for k in range(20):
                     inner.start_soon(one, k)
         assert got == {k: k for k in range(20)}
-        assert len(chunks) == 1
-        assert sorted(json.loads(x)["key"] for x in chunks[0].splitlines()) == list(range(20))
+        assert len(sends) == 1 and len(chunks) == 1
+        sent = [json.loads(x) for x in chunks[0].splitlines()]
+        assert [r["key"] for r in sent] == order  # in the order the calls were made
+        assert [r["id"] for r in sent] == list(range(1, 21))
 
     run(test)
 
@@ -337,15 +353,15 @@ def test_a_retired_connection_takes_no_new_requests_and_closes_when_drained() ->
 def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> None:
     """``connections: shared``: all workers of a run use one connection per member;
     ``per-client``: one each. Either way a request that timed out retires its connection
-    (the next request opens a new one) without failing the others' requests on it, and
-    nothing stays open once the workers are done."""
+    (the next request opens a new one) without failing another request still waiting on
+    it, and nothing stays open once the workers are done."""
     import random
 
     from lab.raftkv import RaftkvClient
 
     accepted: list[trio.SocketStream] = []
     hung_up: list[trio.SocketStream] = []  # connections the client closed
-    slow_keys = {"slow"}
+    release = trio.Event()  # the answer to "held" waits for it
 
     async def kv(stream: trio.SocketStream) -> None:
         accepted.append(stream)
@@ -359,12 +375,14 @@ def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> Non
                     r = json.loads(x)
 
                     async def answer(r: dict[str, object] = r) -> None:
-                        if r["key"] in slow_keys:
+                        if r["key"] == "slow":
                             await trio.sleep(0.5)
+                        if r["key"] == "held":
+                            await release.wait()
                         with contextlib.suppress(trio.BrokenResourceError,
                                                  trio.ClosedResourceError):
                             async with lock:
-                                    await stream.send_all(json.dumps(
+                                await stream.send_all(json.dumps(
                                     {"id": r["id"], "ok": True}).encode() + b"\n")
 
                     n.start_soon(answer)
@@ -376,10 +394,15 @@ def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> Non
         types: list[str] = []
 
         async def worker(i: int) -> None:
-            async with RaftkvClient(addrs, 0.3, random.Random(i), shared=shared) as c:
+            timeout = 10.0 if i == 1 else 0.3
+            async with RaftkvClient(addrs, timeout, random.Random(i), shared=shared) as c:
                 for j in range(5):
-                    key = "slow" if (i, j) == (0, 1) else f"{i}-{j}"
-                    types.append((await c.invoke("register", "write", key, j)).type)
+                    key = {(0, 1): "slow", (1, 0): "held"}.get((i, j), f"{i}-{j}")
+                    t = (await c.invoke("register", "write", key, j)).type
+                    types.append(t)
+                    if key == "slow":
+                        assert t == "info"
+                        release.set()  # "held" is answered after the retirement
 
         async with trio.open_nursery() as inner:
             for i in range(8):
@@ -387,7 +410,8 @@ def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> Non
         assert sorted(types) == ["info"] + ["ok"] * 39
         # shared: the first connection, then a fresh one after the timeout
         assert len(accepted) == (2 if shared else 8 + 1)
-        await trio.sleep(0.5)  # the retired connection's late answer arrives
-        assert len(hung_up) == len(accepted)  # every connection was closed by the client
+        with trio.fail_after(2):  # every connection was closed by the client
+            while len(hung_up) < len(accepted):
+                await trio.sleep(0.01)
 
     run(test)

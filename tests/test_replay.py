@@ -199,6 +199,17 @@ def test_load_replay_keeps_the_experiment_and_times_the_faults(tmp_path: Path) -
         (7.5, "isolate", ("n2",), 5.0)]
 
 
+def test_a_run_from_before_connections_existed_replays_with_a_connection_per_client(
+        tmp_path: Path) -> None:
+    run = make_run(tmp_path, [])
+    scenario = yaml.safe_load((run / "scenario.yaml").read_text())
+    assert scenario["workload"]["connections"] == "shared"  # written by every run now
+    assert load_replay(run).resolved.workload.connections == "shared"
+    del scenario["workload"]["connections"]
+    (run / "scenario.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
+    assert load_replay(run).resolved.workload.connections == "per-client"
+
+
 def test_a_replay_records_replay_of_and_is_itself_replayable(tmp_path: Path) -> None:
     run = make_run(tmp_path, [rec(9.0, "start", "partition-random-halves", 1, [],
                                   links=[["n1", "n3"], ["n3", "n1"]]),

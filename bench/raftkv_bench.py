@@ -387,6 +387,13 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     for c in conns:
         c.sock.close()
     window = (min(time.perf_counter(), w_end) - w_start) if spec.prefill else spec.duration
+    return _figures(spec, lat, errors, s0, s1, window)
+
+
+def _figures(spec: WorkerSpec, lat: list[float], errors: Counter[str], s0: _Sample,
+             s1: _Sample, window: float) -> dict[str, Any]:
+    """A cell's figures: ``lat``, the latencies of the ops answered in the ``window``
+    seconds, and the CPU between the samples at its edges."""
     lat.sort()
     span = max(s1.wall - s0.wall, 1e-9)
     srv_pct = {pid: 100 * (s1.servers[pid] - s0.servers.get(pid, s1.servers[pid])) / span
@@ -484,22 +491,7 @@ def run_pipelined_worker(spec: WorkerSpec) -> dict[str, Any]:
     s1 = s1 or _Sample.take(spec.server_pids)
     s0 = s0 or s1
     s.close()
-    lat.sort()
-    span = max(s1.wall - s0.wall, 1e-9)
-    srv_pct = {pid: 100 * (s1.servers[pid] - s0.servers.get(pid, s1.servers[pid])) / span
-               for pid in s1.servers}
-    own_pct = 100 * (s1.own - s0.own) / span
-    busy_pct = 100 * (s1.machine_busy - s0.machine_busy) / span
-    return {
-        "system": spec.system, "op": spec.op, "clients": spec.clients, "ops": len(lat),
-        "ops_per_s": len(lat) / spec.duration,
-        "p50_ms": 1000 * _percentile(lat, 50), "p99_ms": 1000 * _percentile(lat, 99),
-        "mean_ms": 1000 * statistics.fmean(lat) if lat else float("nan"),
-        "max_ms": 1000 * lat[-1] if lat else float("nan"), "errors": dict(errors),
-        "loadgen_cpu_pct": own_pct, "server_cpu_pct": sum(srv_pct.values()),
-        "leader_cpu_pct": srv_pct.get(spec.leader_pid, float("nan")),
-        "other_cpu_pct": max(0.0, busy_pct - own_pct - sum(srv_pct.values())),
-    }
+    return _figures(spec, lat, errors, s0, s1, spec.duration)
 
 
 def worker_main(spec_json: str) -> int:

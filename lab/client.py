@@ -218,12 +218,13 @@ class KVClient:
         if self.closed or not self._out:
             return
         try:
-            del self._out[:self._sock.send(self._out)]
+            sent = self._sock.send(self._out)
         except BlockingIOError:
-            pass
+            sent = 0  # the buffer is full: the rest goes when there is room
         except OSError as e:
             self.close(f"connection lost: {e}")
             return
+        del self._out[:sent]
         if bool(self._out) != self._blocked:
             self._blocked = not self._blocked
             self._io.watch_writable(self, self._blocked)

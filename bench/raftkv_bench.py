@@ -280,6 +280,27 @@ class _Sample:
         return cls(time.perf_counter(), time.process_time(), _cpu_seconds(pids), busy)
 
 
+class _Window:
+    """The measurement window of a cell: CPU sampled at its edges as the loop passes
+    them (`tick`), figures from the operations answered inside it (`figures`)."""
+
+    def __init__(self, spec: WorkerSpec, start: float, end: float) -> None:
+        self.spec, self.start, self.end = spec, start, end
+        self.s0: _Sample | None = None
+        self.s1: _Sample | None = None
+
+    def tick(self, now: float) -> None:
+        if self.s0 is None and now >= self.start:
+            self.s0 = _Sample.take(self.spec.server_pids)
+        if self.s1 is None and now >= self.end:
+            self.s1 = _Sample.take(self.spec.server_pids)
+
+    def figures(self, lat: list[float], errors: Counter[str], seconds: float
+                ) -> dict[str, Any]:
+        s1 = self.s1 or _Sample.take(self.spec.server_pids)
+        return _figures(self.spec, lat, errors, self.s0 or s1, s1, seconds)
+
+
 class _Conn:
     __slots__ = ("buf", "keys", "sent_at", "sock")
 
@@ -331,18 +352,14 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     t0 = time.perf_counter()
     w_start = t0 + (0.0 if spec.prefill else spec.warmup)
     w_end = w_start + (3600.0 if spec.prefill else spec.duration)
-    s0: _Sample | None = None
-    s1: _Sample | None = None
+    edges = _Window(spec, w_start, w_end)
     active = 0
     for c in conns:
         if send_next(c):
             active += 1
     while active:
         now = time.perf_counter()
-        if s0 is None and now >= w_start:
-            s0 = _Sample.take(spec.server_pids)
-        if s1 is None and now >= w_end:
-            s1 = _Sample.take(spec.server_pids)
+        edges.tick(now)
         if now > w_end + spec.op_timeout:
             errors["unfinished-at-end"] += active
             break
@@ -382,12 +399,10 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
                 conns.remove(c)
                 if now >= w_end or not send_next(open_conn(c.keys)):
                     active -= 1
-    s1 = s1 or _Sample.take(spec.server_pids)
-    s0 = s0 or s1
     for c in conns:
         c.sock.close()
     window = (min(time.perf_counter(), w_end) - w_start) if spec.prefill else spec.duration
-    return _figures(spec, lat, errors, s0, s1, window)
+    return edges.figures(lat, errors, window)
 
 
 def _figures(spec: WorkerSpec, lat: list[float], errors: Counter[str], s0: _Sample,
@@ -449,16 +464,12 @@ def run_pipelined_worker(spec: WorkerSpec) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     t0 = time.perf_counter()
     w_start, w_end = t0 + spec.warmup, t0 + spec.warmup + spec.duration
-    s0: _Sample | None = None
-    s1: _Sample | None = None
+    edges = _Window(spec, w_start, w_end)
     buf = bytearray()
     s.sendall(requests(spec.clients))
     while sent_at:
         now = time.perf_counter()
-        if s0 is None and now >= w_start:
-            s0 = _Sample.take(spec.server_pids)
-        if s1 is None and now >= w_end:
-            s1 = _Sample.take(spec.server_pids)
+        edges.tick(now)
         if now > w_end + spec.op_timeout:
             errors["unfinished-at-end"] += len(sent_at)
             break
@@ -488,10 +499,8 @@ def run_pipelined_worker(spec: WorkerSpec) -> dict[str, Any]:
         del buf[:start]
         if answered and done < w_end:
             s.sendall(requests(answered))
-    s1 = s1 or _Sample.take(spec.server_pids)
-    s0 = s0 or s1
     s.close()
-    return _figures(spec, lat, errors, s0, s1, spec.duration)
+    return edges.figures(lat, errors, spec.duration)
 
 
 def worker_main(spec_json: str) -> int:

@@ -193,8 +193,8 @@ class KVClient:
         del buf[:start]
         if len(buf) > _MAX_LINE:
             self.close("answer too long")
-        elif self.retired and not self._waiting:
-            self.close()
+        else:
+            self._close_if_drained()
 
     def _answer(self, msg: Any) -> None:
         rid = msg.get("id") if isinstance(msg, dict) else None
@@ -208,8 +208,7 @@ class KVClient:
             if deadline <= now:
                 del self._waiting[rid]
                 trio.lowlevel.reschedule(task, outcome.Error(trio.TooSlowError()))
-        if self.retired and not self._waiting:
-            self.close()
+        self._close_if_drained()
 
     # ------------------------------------------------------------------ writing
 
@@ -250,8 +249,7 @@ class KVClient:
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._waiting.pop(rid, None)
-            if self.retired and not self._waiting:
-                self.close()
+            self._close_if_drained()
             return trio.lowlevel.Abort.SUCCEEDED
 
         # The answer reader hands over the answer; `_Io.expire` a TooSlowError.
@@ -263,7 +261,11 @@ class KVClient:
         a timeout: a black hole may have eaten part of a line, the stream cannot be
         trusted for new ones, but answers to the others may still come)."""
         self.retired = True
-        if not self._waiting:
+        self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        """A retired connection closes when its last waiting request has ended."""
+        if self.retired and not self._waiting:
             self.close()
 
     def close(self, why: str = "connection closed before the answer") -> None:

@@ -20,6 +20,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,10 +298,15 @@ class Experiment:
             "initial leader: wanted %s, got %s", want, leader)
         return leader
 
+    def _client(self, addrs: dict[str, Any], timeout: float, rng: random.Random,
+                accounts: Sequence[str] = ()) -> SystemClient:
+        """A client worker's driver, on the connections the workload asks for."""
+        return self.client_factory(addrs, timeout, rng, accounts,
+                                   shared=self.w.connections == "shared")
+
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
-        async with self.client_factory(addrs, 2.0, random.Random(0), (),
-                                       shared=self.w.connections == "shared") as c:
+        async with self._client(addrs, 2.0, random.Random(0)) as c:
             for _ in range(20):
                 if await c.write_initial(balances):
                     return True
@@ -336,8 +342,7 @@ class Experiment:
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
         accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self.client_factory(addrs, self.w.timeout, rng, accounts,
-                                       shared=self.w.connections == "shared") as client:
+        async with self._client(addrs, self.w.timeout, rng, accounts) as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
                     await trio.sleep(min(rng.expovariate(1 / mean_gap),
@@ -350,9 +355,8 @@ class Experiment:
 
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
         accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self.client_factory(addrs, max(self.w.timeout, 2.0), random.Random(7),
-                                       accounts, shared=self.w.connections == "shared"
-                                       ) as client:
+        async with self._client(addrs, max(self.w.timeout, 2.0), random.Random(7),
+                                accounts) as client:
             for op in self.gen.final_ops():
                 for _attempt in range(10):
                     process = self._new_process()

@@ -44,7 +44,7 @@ class Parser(argparse.ArgumentParser):
         # argparse says "argument --bug: ..."; the lab's own messages say "--bug: ...".
         self.exit(ExitCode.BAD_INPUT,
                   f"raftlab: {message.removeprefix('argument ')} "
-                  f"(see '{self.prog} --help')\n")
+                  f"; see '{self.prog} --help'\n")
 
 
 def one_of(names: Sequence[str], what: str, listed: str = "choose from"

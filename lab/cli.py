@@ -312,7 +312,7 @@ RUN_DEFAULTS: dict[str, Any] = {"workload": "workloads/register.yaml",
 #: checked in :func:`validate`, once ``--system`` is known).
 ALL_BUGS = tuple(dict.fromkeys(b for system in SYSTEMS for b in seeded_bugs(system)))
 
-_EXIT_CODES = """\
+_VERDICT_EPILOG = """\
 exit codes:
   0  valid: the history was checked and no anomaly was found
   1  invalid: an anomaly was found (the report explains it)
@@ -384,12 +384,13 @@ its members through a proxy, and run the workload's clients while the fault scen
 nemesis strikes, until the time limit. Then heal, let the cluster recover, read back,
 stop everything and check the history against the workload's model.
 
-It writes a run directory, OUT/<workload>-<faults>/<time>-s<seed>/: history.jsonl,
-scenario.yaml (everything needed to replay it), schedule.jsonl (the faults as applied),
-cluster.jsonl, results.json (the verdict), lab.log, the members' logs under nodes/,
-and index.html (the report); and it updates the runs index, OUT/index.html.
+It writes a run directory, OUT/<workload>-<faults>/<time>-s<seed>/: history.jsonl
+(every operation), scenario.yaml (everything needed to replay it), schedule.jsonl (the
+faults as applied), cluster.jsonl (the members' status), results.json (the verdict),
+index.html (the report), summary.json, lab.log, toxiproxy.log and the members' logs
+under nodes/; and it updates the runs index, OUT/index.html.
 'raftlab list' shows the built-in workloads and fault scenarios.""",
-        epilog=_EXIT_CODES + """
+        epilog=_VERDICT_EPILOG + """
 
 examples:
   raftlab run                          # register + mixed faults, 5 nodes, 60 s
@@ -442,7 +443,7 @@ Check a stored run again: its history against its workload's model, and the memb
 logs for election and commit safety. Works on a run cut short too (Ctrl-C, a crash).
 It rewrites RUN_DIR/results.json and the report, RUN_DIR/index.html, and updates the
 runs index above it.""",
-        epilog=_EXIT_CODES)
+        epilog=_VERDICT_EPILOG)
     an.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                     help="a run directory written by 'raftlab run' (needs history.jsonl "
                          "and scenario.yaml)")
@@ -569,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 A chaos lab for replicated systems: run a workload against a real cluster while faults
 strike, record every operation, and check the history for consistency anomalies.
 Start with 'raftlab list', then 'raftlab run'; 'raftlab COMMAND --help' says more.""",
-               epilog=_EXIT_CODES)
+               epilog=_VERDICT_EPILOG)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
                    help="print raftlab's version and exit")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", title="commands")

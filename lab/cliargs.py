@@ -17,8 +17,14 @@ from lab.exitcode import ExitCode
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs as written (their lines are laid out by hand), and
-    ``(default: ...)`` after every option whose help does not already say its default."""
+    """Descriptions and epilogs of several lines as written (laid out by hand), a
+    one-line one wrapped, and ``(default: ...)`` after every option whose help does not
+    already say its default."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""

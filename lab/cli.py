@@ -1,4 +1,12 @@
-"""``raftlab``: the lab's command line."""
+"""``raftlab``: the lab's command line.
+
+One parser, :func:`build_parser`: every subcommand sets ``func``, the function that runs
+it. Each value is checked by its ``type=`` validator while the arguments are parsed and
+:func:`validate` checks what involves several of them right after, so bad input is one
+line on stderr and exit 2 before anything starts. Every exit code is an
+:class:`~lab.exitcode.ExitCode`: 0 valid, 1 invalid (an anomaly was found), 2 bad input
+or usage, 3 unknown (no verdict, or the lab's own failure).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +14,25 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from lab import procs
+from lab.cliargs import Parser, number, one_of, whole_number
+from lab.exitcode import ExitCode
+from lab.paths import REPORTS, ROOT, find_builtin
 from lab.raftkv import RaftkvCluster
-from lab.systems import SYSTEMS
+from lab.systems import SYSTEMS, seeded_bugs
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def demo(size: int, base: Path) -> int:
+async def demo(size: int, base: Path) -> ExitCode:
     """Start a raftkv cluster, write and read through it, kill the leader, show the new
     leader, and stop cleanly, proving nothing is left behind."""
     cluster = RaftkvCluster(base, size=size)
@@ -59,46 +71,22 @@ async def demo(size: int, base: Path) -> int:
     _say("stopped; processes or ports left behind: " + (str(left) if left else "none"))
     _say("the acknowledged write survived the leader's death" if ok
          else "the acknowledged write was NOT readable after failover")
-    return 0 if ok and not left else 1
+    return ExitCode.VALID if ok and not left else ExitCode.INVALID
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _find(path: str, folder: str) -> Path:
-    """A scenario file as given, or else one of the built-in ones by path or name."""
-    p = Path(path)
-    if p.exists():
-        return p
-    for candidate in (ROOT / path, ROOT / folder / path, ROOT / folder / f"{path}.yaml"):
-        if candidate.exists():
-            return candidate
-    return p  # the loader reports it missing, with the name the user gave
-
-
-def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
+def cmd_run(a: argparse.Namespace, argv: list[str]) -> ExitCode:
     from lab.run import RunOptions, run_experiment
     from lab.scenario import ScenarioError, check_members, load_faults, load_workload
 
     if a.replay is not None:
         return cmd_replay(a, argv)
-    if a.nodes < 1 or a.nodes > 9:
-        print("raftlab: --nodes must be from 1 to 9", file=sys.stderr)
-        return 2
-    if a.bug and a.system != "raftkv":
-        print(f"raftlab: --bug: seeded bugs exist only in raftkv, not {a.system}",
-              file=sys.stderr)
-        return 2
-    if a.time_limit is not None and a.time_limit <= 0:
-        print("raftlab: --time-limit must be more than 0", file=sys.stderr)
-        return 2
     try:
-        workload = load_workload(_find(a.workload, "workloads"))
-        faults = load_faults(_find(a.faults, "faults"), a.time_limit)
+        workload = load_workload(find_builtin(a.workload, "workloads"))
+        faults = load_faults(find_builtin(a.faults, "faults"), a.time_limit)
         check_members(faults, a.nodes)
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     from lab.systems import ms, system_problem, timing_problem
 
     why_not = system_problem(a.system, workload.model)
@@ -107,7 +95,7 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
         why_not = f"{faults.path}:{faults.timing_line}: {bad_timing}"
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     limit = a.time_limit if a.time_limit is not None else (
         faults.time_limit if faults.time_limit is not None else 60.0)
     opts = RunOptions(nodes=a.nodes, time_limit=limit, seed=a.seed, concurrency=a.concurrency,
@@ -117,13 +105,7 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     return _say_run(run_dir, results, a.out)
 
 
-#: ``raftlab run`` arguments that change the experiment, so ``--replay`` refuses them.
-REPLAY_FIXED = {"workload": "WORKLOAD", "faults": "FAULTS", "system": "--system",
-                "nodes": "--nodes", "time_limit": "--time-limit", "seed": "--seed",
-                "concurrency": "--concurrency", "rate": "--rate", "bug": "--bug"}
-
-
-def cmd_replay(a: argparse.Namespace, argv: list[str]) -> int:
+def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
     """``raftlab run --replay RUN_DIR``: the same experiment, its faults as applied."""
     from lab.replay import ReplayError, load_replay
     from lab.run import RunOptions, run_experiment
@@ -134,12 +116,12 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> int:
         plan = load_replay(a.replay)
     except (ReplayError, ScenarioError) as e:
         print(f"raftlab: --replay: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     r = plan.resolved
     why_not = system_problem(r.system, r.workload.model)
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     steps = len(plan.faults.schedule)
     print(f"replaying {a.replay}: {steps} fault step{'s' * (steps != 1)} at their recorded "
           f"offsets ({plan.skipped} skipped in the original, skipped again; offsets counted "
@@ -156,7 +138,7 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> int:
     return _say_run(run_dir, results, a.out)
 
 
-def _say_run(run_dir: Path, results: dict[str, Any], out: Path) -> int:
+def _say_run(run_dir: Path, results: dict[str, Any], out: Path) -> ExitCode:
     print()
     counts = results.get("counts", {})
     print(f"history: {results.get('events', 0)} events (ok {counts.get('ok', 0)}, "
@@ -168,7 +150,7 @@ def _say_run(run_dir: Path, results: dict[str, Any], out: Path) -> int:
     return _check_and_say(run_dir, index_root=out)
 
 
-def _check_and_say(run_dir: Path, index_root: Path | None = None) -> int:
+def _check_and_say(run_dir: Path, index_root: Path | None = None) -> ExitCode:
     from lab.run import check_run
 
     print("checking the history ...", flush=True)
@@ -184,7 +166,7 @@ def _check_and_say(run_dir: Path, index_root: Path | None = None) -> int:
     print(f"verdict: {verdict} ({results.get('verdict_reason')})")
     for note in results.get("notes") or []:
         print(f"note: {note}")
-    return {"valid": 0, "invalid": 1}.get(verdict, 3)
+    return ExitCode.for_verdict(verdict)
 
 
 def _render_report(run_dir: Path) -> str:
@@ -230,39 +212,39 @@ def _index_root_of(run_dir: Path) -> Path | None:
     return root_of(run_dir)
 
 
-def cmd_index(root: Path) -> int:
+def cmd_index(root: Path) -> ExitCode:
     from lab.report.index_page import render_index
 
     if not root.is_dir():
         print(f"raftlab: {root}: not a directory (the reports folder to index)",
               file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         print(render_index(root))
     except OSError as e:
         print(f"raftlab: cannot write {root / 'index.html'}: {e.strerror or e}",
               file=sys.stderr)
-        return 2
-    return 0
+        return ExitCode.BAD_INPUT
+    return ExitCode.VALID
 
 
-def cmd_report(run_dir: Path) -> int:
+def cmd_report(run_dir: Path) -> ExitCode:
     from lab.report import is_run_dir, render_run
 
     if not is_run_dir(run_dir):
         print(f"raftlab: {run_dir}: not a run directory (needs results.json, scenario.yaml "
               "or history.jsonl)", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     print(render_run(run_dir))
     _render_index(_index_root_of(run_dir), run_dir)
-    return 0
+    return ExitCode.VALID
 
 
-def cmd_analyze(run_dir: Path) -> int:
+def cmd_analyze(run_dir: Path) -> ExitCode:
     if not (run_dir / "history.jsonl").exists() or not (run_dir / "scenario.yaml").exists():
         print(f"raftlab: {run_dir}: not a run directory (needs history.jsonl and "
               "scenario.yaml)", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         return _check_and_say(run_dir, index_root=_index_root_of(run_dir))
     except Exception as e:  # a history that does not decode is bad input
@@ -270,11 +252,11 @@ def cmd_analyze(run_dir: Path) -> int:
 
         if isinstance(e, HistoryError):
             print(f"raftlab: {e}", file=sys.stderr)
-            return 2
+            return ExitCode.BAD_INPUT
         raise
 
 
-def cmd_list() -> int:
+def cmd_list() -> ExitCode:
     from lab.scenario import ScenarioError, load_faults, load_workload
 
     for title, folder, loader in (("workloads", "workloads", load_workload),
@@ -288,152 +270,374 @@ def cmd_list() -> int:
             except ScenarioError as e:
                 print(f"  {p.stem:<22} INVALID: {e}")
         print()
-    return 0
+    return ExitCode.VALID
 
 
-def main(argv: list[str] | None = None) -> int:
+
+def cmd_schema() -> ExitCode:
+    import json
+
+    from lab.scenario import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return ExitCode.VALID
+
+
+def cmd_demo(nodes: int, folder: Path | None) -> ExitCode:
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="raftlab-demo-") as tmp:
+            return trio.run(demo, nodes, Path(tmp))
+    return trio.run(demo, nodes, folder)
+
+
+# --------------------------------------------------------------------------- the parser
+
+#: What a subcommand's ``func`` is: parsed arguments and the command line as given.
+Command = Callable[[argparse.Namespace, list[str]], ExitCode]
+
+#: ``raftlab run`` arguments that change the experiment, so ``--replay`` refuses them.
+#: Their parser default is None ("not given"); :func:`validate` fills in
+#: :data:`RUN_DEFAULTS` afterwards.
+REPLAY_FIXED = {"workload": "WORKLOAD", "faults": "FAULTS", "system": "--system",
+                "nodes": "--nodes", "time_limit": "--time-limit", "seed": "--seed",
+                "concurrency": "--concurrency", "rate": "--rate", "bug": "--bug"}
+
+#: ``raftlab run``'s defaults for the :data:`REPLAY_FIXED` arguments that have one (the
+#: others' None means "the workload's or the fault file's").
+RUN_DEFAULTS: dict[str, Any] = {"workload": "workloads/register.yaml",
+                                "faults": "faults/mixed.yaml", "system": "raftkv",
+                                "nodes": 5, "seed": 0, "bug": ()}
+
+#: Every seeded bug of any system, for ``--bug``'s validator (which system has it is
+#: checked in :func:`validate`, once ``--system`` is known).
+ALL_BUGS = tuple(dict.fromkeys(b for system in SYSTEMS for b in seeded_bugs(system)))
+
+_VERDICT_EPILOG = """\
+exit codes:
+  0  valid: the history was checked and no anomaly was found
+  1  invalid: an anomaly was found (the report explains it)
+  2  bad input or usage, said in one line before anything starts
+  3  unknown: no verdict (cut short, too few operations, or the lab's own failure)"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raftlab")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _duration(text: str) -> float:
+    """``type=`` for a wall-clock budget: ``30m``, ``90s``, ``1h30m``, ``45``."""
+    from lab.scenario import parse_duration
+
+    seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"cannot parse {text!r} (expected e.g. 10m, 90s, 1h)")
+    return seconds
+
+
+def _toxiproxy_addr(text: str) -> str:
+    """``type=`` for ``--toxiproxy``: ``HOST:PORT`` (or ``http://HOST:PORT``)."""
+    from lab.toxiclient import parse_addr
+
+    try:
+        parse_addr(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def validate(a: argparse.Namespace) -> str | None:
+    """The checks that involve more than one argument, right after parsing and before
+    anything starts: why the arguments cannot work together, in one line (exit 2), or
+    None. Fills in ``raftlab run``'s :data:`RUN_DEFAULTS` once it has seen which of
+    them were given."""
+    if a.cmd != "run":
+        return None
+    given = [flag for dest, flag in REPLAY_FIXED.items() if getattr(a, dest) is not None]
+    if a.replay is not None and given:
+        return (f"--replay runs the recorded experiment as it was: it cannot be combined "
+                f"with {', '.join(given)} (only --out and --toxiproxy)")
+    for dest, default in RUN_DEFAULTS.items():
+        if getattr(a, dest) is None:
+            setattr(a, dest, list(default) if isinstance(default, tuple) else default)
+    if a.bug:
+        has = seeded_bugs(a.system)
+        if not has:
+            return (f"--bug: seeded bugs exist only in "
+                    f"{', '.join(s for s in SYSTEMS if seeded_bugs(s))}, not {a.system}")
+        for bug in a.bug:
+            if bug not in has:
+                return f"--bug: {a.system} has no seeded bug {bug!r} (it has: {', '.join(has)})"
+    return None
+
+
+def _add_run(sub: Any) -> None:
+    r = sub.add_parser(
+        "run", help="run one experiment: a workload against a cluster while faults strike",
+        description="""\
+Run one experiment: start a cluster of the system under test, wire every link between
+its members through a proxy, and run the workload's clients while the fault scenario's
+nemesis strikes, until the time limit. Then heal, let the cluster recover, read back,
+stop everything and check the history against the workload's model.
+
+It writes a run directory, OUT/<workload>-<faults>/<time>-s<seed>/: history.jsonl
+(every operation), scenario.yaml (everything needed to replay it), schedule.jsonl (the
+faults as applied), cluster.jsonl (the members' status), results.json (the verdict),
+index.html (the report), summary.json, lab.log, toxiproxy.log and the members' logs
+under nodes/; and it updates the runs index, OUT/index.html.
+'raftlab list' shows the built-in workloads and fault scenarios.""",
+        epilog=_VERDICT_EPILOG + """
+
+examples:
+  raftlab run                          # register + mixed faults, 5 nodes, 60 s
+  raftlab run bank kill-leader --nodes 3 --time-limit 30 --seed 7
+  raftlab run register isolate-leader --bug stale-read
+  raftlab run --replay reports/register-mixed/20261126T192739-s0""")
+    r.add_argument("workload", nargs="?", default=None, metavar="WORKLOAD",
+                   help="a workload file, or a built-in one by name, e.g. register "
+                        f"(default: {RUN_DEFAULTS['workload']})")
+    r.add_argument("faults", nargs="?", default=None, metavar="FAULTS",
+                   help="a fault-scenario file, or a built-in one by name, e.g. "
+                        f"kill-leader (default: {RUN_DEFAULTS['faults']})")
+    r.add_argument("--system", type=one_of(SYSTEMS, "system"), default=None,
+                   metavar="SYSTEM", help=f"the system under test: {', '.join(SYSTEMS)} "
+                                          f"(default: {RUN_DEFAULTS['system']})")
+    r.add_argument("--nodes", type=whole_number(1, 9), default=None, metavar="N",
+                   help=f"cluster size, 1 to 9 (default: {RUN_DEFAULTS['nodes']})")
+    r.add_argument("--time-limit", type=number(0, above=True, what="a number of seconds"),
+                   default=None, metavar="SECONDS",
+                   help="how long clients and nemesis run (default: the fault file's, or 60)")
+    r.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed of the operations and the random faults; the same seed gives "
+                        f"the same operation stream (default: {RUN_DEFAULTS['seed']})")
+    r.add_argument("--concurrency", type=whole_number(1), default=None, metavar="N",
+                   help="client workers (default: the workload's clients)")
+    r.add_argument("--rate", type=number(0, what="a number of operations per second"),
+                   default=None, metavar="OPS_PER_S",
+                   help="operations per second over all clients, 0 for as fast as they "
+                        "can (default: the workload's rate)")
+    r.add_argument("--bug", action="append", default=None,
+                   type=one_of(ALL_BUGS, "bug", "seeded bugs:"), metavar="NAME",
+                   help="switch on one of raftkv's seeded bugs (repeatable), to see the "
+                        f"lab catch it: {', '.join(seeded_bugs('raftkv'))} (default: none)")
+    r.add_argument("--toxiproxy", type=_toxiproxy_addr, default=None, metavar="HOST:PORT",
+                   help="use this running Toxiproxy server (default: start one for the run)")
+    r.add_argument("--out", type=Path, default=REPORTS, metavar="DIR",
+                   help="where run directories go (default: reports/ in the project)")
+    r.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
+                   help="run RUN_DIR's experiment again: its scenario.yaml, and its faults "
+                        "as schedule.jsonl recorded them (only --out and --toxiproxy may "
+                        "go with it)")
+    r.set_defaults(func=cmd_run)
+
+
+def _add_checking(sub: Any) -> None:
+    an = sub.add_parser(
+        "analyze", help="check a stored run again and update its results.json",
+        description="""\
+Check a stored run again: its history against its workload's model, and the members'
+logs for election and commit safety. Works on a run cut short too (Ctrl-C, a crash).
+It rewrites RUN_DIR/results.json and the report, RUN_DIR/index.html, and updates the
+runs index above it.""",
+        epilog=_VERDICT_EPILOG)
+    an.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                    help="a run directory written by 'raftlab run' (needs history.jsonl "
+                         "and scenario.yaml)")
+    an.set_defaults(func=lambda a, argv: cmd_analyze(a.run_dir))
+
+    from lab.checker import cli as checker_cli
+
+    ch = sub.add_parser("check", help="check history files against a consistency model",
+                        description=checker_cli.DESCRIPTION, epilog=checker_cli.EPILOG)
+    checker_cli.add_arguments(ch)
+    ch.set_defaults(func=lambda a, argv: checker_cli.run(a))
+
+    sh = sub.add_parser(
+        "shrink", help="search for a smaller scenario that still fails a failing run",
+        description="""\
+Search for a smaller fault scenario that still fails, starting from a failing run
+(verdict invalid): fewer fault steps, a shorter time limit, fewer clients. Every
+candidate is really run ('raftlab run', one process each, up to --attempts tries), so
+it takes a while: it stops at --budget. Its work directory is
+<reports>/shrink/<workload>-<faults>-<run>/ (shrink.json; each candidate's fault file,
+runs and console logs); the smallest failing scenario is written as a fault-scenario
+file (--out), with the command that runs it.""",
+        epilog="""\
+exit codes:
+  0  a smaller failing scenario was written (or the original is already minimal)
+  2  bad input: not a run directory, not a failing run
+  3  nothing failed again within the budget""")
+    sh.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                    help="a failing run's directory (its results.json says invalid)")
+    sh.add_argument("--out", type=Path, default=None, metavar="FILE",
+                    help="where the scenario goes (default: in the shrink's work directory "
+                         "under the reports folder)")
+    sh.add_argument("--budget", type=_duration, default="30m", metavar="DURATION",
+                    help="wall-clock budget, e.g. 10m, 90s, 1h (default: 30m)")
+    sh.add_argument("--attempts", type=whole_number(1), default=2, metavar="N",
+                    help="tries per candidate; it still fails if any try fails")
+    sh.set_defaults(func=lambda a, argv: _shrink(a))
+
+
+def _shrink(a: argparse.Namespace) -> ExitCode:
+    from lab.shrink import shrink_cli
+
+    return shrink_cli(a.run_dir, a.out, a.budget, a.attempts)
+
+
+def _add_reports(sub: Any) -> None:
+    rep = sub.add_parser(
+        "report", help="render a run's report again, RUN_DIR/index.html",
+        description="Render a run's report again, RUN_DIR/index.html (also for a run cut "
+                    "short), and the runs index above it. It checks nothing: 'raftlab "
+                    "analyze' does.")
+    rep.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                     help="a run directory written by 'raftlab run'")
+    rep.set_defaults(func=lambda a, argv: cmd_report(a.run_dir))
+    ix = sub.add_parser(
+        "index", help="render the runs index, REPORTS/index.html",
+        description="Render the runs index again: REPORTS/index.html, one row per run "
+                    "directory under REPORTS, newest first.")
+    ix.add_argument("root", nargs="?", type=Path, default=REPORTS, metavar="REPORTS",
+                    help="the reports folder (default: reports/ in the project)")
+    ix.set_defaults(func=lambda a, argv: cmd_index(a.root))
+    sv = sub.add_parser(
+        "serve", help="serve the reports folder on 127.0.0.1, listing runs as they land",
+        description="Serve the reports folder over HTTP on 127.0.0.1 only, read-only, "
+                    "until Ctrl-C; the runs index is rendered again as runs land. The URL "
+                    "is printed first.")
+    sv.add_argument("--port", type=whole_number(0, 65535), default=8080,
+                    help="the port; 0 picks a free one")
+    sv.add_argument("--dir", type=Path, default=REPORTS,
+                    help="the reports folder (default: reports/ in the project)")
+    sv.set_defaults(func=lambda a, argv: _serve(a.dir, a.port))
+
+
+def _serve(folder: Path, port: int) -> ExitCode:
+    from lab.report.serve import serve
+
+    return serve(folder, port)
+
+
+def _add_suites(sub: Any) -> None:
+    epilog = """\
+exit codes (the worst run wins):
+  0  every run was valid
+  1  some run found an anomaly
+  2  bad input: the suite file, or a file it names, is not valid
+  3  some run was unknown, failed in the harness or was skipped (no time left)"""
+    ni = sub.add_parser(
+        "nightly", help="run a suite of experiments (default: the quick one)",
+        description="""\
+Run a suite of experiments, one 'raftlab run' process each, within the suite's budget,
+and print the detection matrix. It writes OUT/nightly/<date>/: summary.json (rewritten
+after every run), index.html (the suite's page), each run's directory, and each run's
+console output under console/.
+Built-in suites: quick (a few minutes, what CI runs), full, matrix (lab/suites/).""",
+        epilog=epilog)
+    ni.add_argument("suite", nargs="?", default="quick", metavar="SUITE",
+                    help="a suite file, or a built-in suite: quick, full, matrix")
+    ni.add_argument("--out", type=Path, default=REPORTS, metavar="DIR",
+                    help="the reports folder (default: reports/ in the project)")
+    ni.set_defaults(func=lambda a, argv: _suite(a.suite, a.out))
+    ma = sub.add_parser(
+        "matrix", help="the detection matrix: seeded bugs x fault scenarios",
+        description="""\
+Run the detection matrix (the 'matrix' suite): raftkv as it is and with each seeded bug,
+against the fault scenarios meant to catch them, 3 seeds each. Like 'raftlab nightly
+matrix': it writes OUT/nightly/<date>/ and prints the matrix.""",
+        epilog=epilog)
+    ma.add_argument("suite", nargs="?", default="matrix", metavar="SUITE",
+                    help="a suite file, or a built-in suite")
+    ma.add_argument("--out", type=Path, default=REPORTS, metavar="DIR",
+                    help="the reports folder (default: reports/ in the project)")
+    ma.set_defaults(func=lambda a, argv: _suite(a.suite, a.out))
+
+
+def _suite(name: str, out: Path) -> ExitCode:
+    from lab.suite import run_suite_cli
+
+    return run_suite_cli(name, out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``raftlab`` command line: every subcommand, its arguments and their checks."""
+    p = Parser(prog="raftlab", description="""\
+A chaos lab for replicated systems: run a workload against a real cluster while faults
+strike, record every operation, and check the history for consistency anomalies.
+Start with 'raftlab list', then 'raftlab run'; 'raftlab COMMAND --help' says more.""",
+               epilog=_VERDICT_EPILOG)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                   help="print raftlab's version and exit")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", title="commands")
+    sub.add_parser("list", help="list the built-in workloads and fault scenarios",
+                   description="List the built-in workloads (workloads/) and fault scenarios "
+                               "(faults/), each with its description; 'raftlab run' takes "
+                               "them by name."
+                   ).set_defaults(func=lambda a, argv: cmd_list())
+    _add_run(sub)
+    _add_checking(sub)
+    _add_reports(sub)
+    _add_suites(sub)
+    sub.add_parser("schema", help="print a JSON Schema of workload and fault files",
+                   description="Print a JSON Schema of workload and fault-scenario files "
+                               "on stdout, for editors."
+                   ).set_defaults(func=lambda a, argv: cmd_schema())
+    d = sub.add_parser(
+        "demo", help="start raftkv, write, kill the leader, watch it recover",
+        description="A short tour: start a raftkv cluster, write and read through the "
+                    "leader, kill it (SIGKILL), read the write back through the new "
+                    "leader, restart the old one and stop, proving nothing is left behind. "
+                    "Exit 0 if the acknowledged write survived, 1 if not.")
+    d.add_argument("--nodes", type=whole_number(1), default=3, metavar="N",
+                   help="cluster size")
+    d.add_argument("--dir", type=Path, default=None,
+                   help="where member data and logs go (default: a temporary folder, "
+                        "removed afterwards)")
+    d.set_defaults(func=lambda a, argv: cmd_demo(a.nodes, a.dir))
+
+    from lab.toxiproxy import cli as toxiproxy_cli
+
+    tp = sub.add_parser("toxiproxy",
+                        help="run the built-in Toxiproxy-compatible server in the foreground",
+                        description=toxiproxy_cli.DESCRIPTION)
+    toxiproxy_cli.add_arguments(tp)
+    tp.set_defaults(func=lambda a, argv: toxiproxy_cli.run(a))
+    return p
+
+
+def main(argv: list[str] | None = None) -> ExitCode:
     """The ``raftlab`` command. An unexpected error is the lab's own failure: it exits 3
     (unknown), never 1, which says an anomaly was found."""
     try:
-        return _main(argv)
+        return _main(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt:
         print("raftlab: interrupted", file=sys.stderr)
-        return 3
+        return ExitCode.UNKNOWN
     except Exception:
         import traceback
 
         traceback.print_exc()
         print("raftlab: internal error (a lab bug: the traceback above says where); exit 3",
               file=sys.stderr)
-        return 3
+        return ExitCode.UNKNOWN
 
 
-def _main(argv: list[str] | None) -> int:
-    p = argparse.ArgumentParser(prog="raftlab", description="A chaos lab for replicated systems.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="start raftkv, write, kill the leader, watch it recover")
-    d.add_argument("--nodes", type=int, default=3)
-    d.add_argument("--dir", type=Path, default=None, help="where member data and logs go")
-    sub.add_parser("toxiproxy", add_help=False,
-                   help="run the built-in Toxiproxy-compatible server in the foreground "
-                        "([--host 127.0.0.1] [--port 8474]; see 'raftlab toxiproxy -h')")
-    sub.add_parser("check", add_help=False,
-                   help="check history files against a model (see 'raftlab check -h')")
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["check"]:
-        from lab.checker.cli import main as check_main
-
-        return check_main(args[1:])
-    if args[:1] == ["toxiproxy"]:
-        # Its flags are toxiproxy-server's own (-host, -port, -config, ...): pass them on.
-        from lab.toxiproxy.cli import main as toxiproxy_main
-
-        return toxiproxy_main(args[1:])
-    r = sub.add_parser("run", help="run one experiment (default: register + mixed, 5 nodes)")
-    r.add_argument("workload", nargs="?", default="workloads/register.yaml")
-    r.add_argument("faults", nargs="?", default="faults/mixed.yaml")
-    r.add_argument("--system", choices=list(SYSTEMS), default="raftkv")
-    r.add_argument("--nodes", type=int, default=5)
-    r.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="how long clients and nemesis run (default: the fault file's, or 60)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--concurrency", type=int, default=None, help="client workers")
-    r.add_argument("--rate", type=float, default=None, metavar="OPS_PER_S")
-    r.add_argument("--bug", action="append", default=[], help="raftkv seeded bug (repeatable)")
-    r.add_argument("--toxiproxy", default=None, metavar="HOST:PORT",
-                   help="use this running Toxiproxy server")
-    r.add_argument("--out", type=Path, default=ROOT / "reports",
-                   help="where run directories go (default: reports/)")
-    r.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
-                   help="run RUN_DIR's experiment again: its scenario.yaml, and its faults "
-                        "as schedule.jsonl recorded them (only --out and --toxiproxy may "
-                        "go with it)")
-    sh = sub.add_parser("shrink", help="search for a smaller scenario that still fails a "
-                        "failing run, and write it as a fault-scenario file")
-    sh.add_argument("run_dir", type=Path)
-    sh.add_argument("--out", type=Path, default=None, metavar="FILE",
-                    help="where the scenario goes (default: in the shrink's work directory "
-                         "under the reports folder)")
-    sh.add_argument("--budget", default="30m", help="wall-clock budget (default: 30m)")
-    sh.add_argument("--attempts", type=int, default=2, metavar="N",
-                    help="tries per candidate; it still fails if any try fails (default: 2)")
-    an = sub.add_parser("analyze", help="re-check a stored run and update its results.json")
-    an.add_argument("run_dir", type=Path)
-    rep = sub.add_parser("report", help="render a run's report, RUN_DIR/index.html")
-    rep.add_argument("run_dir", type=Path)
-    ix = sub.add_parser("index", help="render the runs index, ROOT/index.html "
-                                      "(default: reports/)")
-    ix.add_argument("root", nargs="?", type=Path, default=ROOT / "reports")
-    sv = sub.add_parser("serve", help="serve the reports folder on 127.0.0.1, listing runs "
-                                      "as they land")
-    sv.add_argument("--port", type=int, default=8080,
-                    help="default 8080; 0 picks a free port (the URL is printed)")
-    sv.add_argument("--dir", type=Path, default=ROOT / "reports",
-                    help="the reports folder (default: reports/)")
-    ni = sub.add_parser("nightly", help="run a suite of experiments (default: the quick "
-                        "one) and write reports/nightly/<date>/")
-    ni.add_argument("suite", nargs="?", default="quick",
-                    help="a suite file, or a built-in suite: quick, full, matrix")
-    ni.add_argument("--out", type=Path, default=ROOT / "reports")
-    ma = sub.add_parser("matrix", help="the detection matrix: seeded bugs x fault scenarios "
-                        "(the 'matrix' suite)")
-    ma.add_argument("suite", nargs="?", default="matrix")
-    ma.add_argument("--out", type=Path, default=ROOT / "reports")
-    sub.add_parser("list", help="list the built-in workloads and fault scenarios")
-    sub.add_parser("schema", help="print a JSON Schema of workload and fault files")
-    a = p.parse_args(args)
-    if a.cmd == "run" and a.replay is not None:
-        # Which experiment-changing arguments were given (whatever their value)?
-        unset = object()
-        r.set_defaults(**{d: None if d == "bug" else unset for d in REPLAY_FIXED})
-        given = [flag for d, flag in REPLAY_FIXED.items()
-                 if getattr(p.parse_args(args), d) not in (unset, None)]
-        if given:
-            print(f"raftlab: --replay runs the recorded experiment as it was: it cannot be "
-                  f"combined with {', '.join(given)} (only --out and --toxiproxy)",
-                  file=sys.stderr)
-            return 2
-    if a.cmd == "run":
-        return cmd_run(a, args)
-    if a.cmd == "shrink":
-        from lab.shrink import shrink_cli
-
-        return shrink_cli(a.run_dir, a.out, a.budget, a.attempts)
-    if a.cmd == "list":
-        return cmd_list()
-    if a.cmd == "analyze":
-        return cmd_analyze(a.run_dir)
-    if a.cmd in ("nightly", "matrix"):
-        from lab.suite import run_suite_cli
-
-        return run_suite_cli(a.suite, a.out)
-    if a.cmd == "report":
-        return cmd_report(a.run_dir)
-    if a.cmd == "index":
-        return cmd_index(a.root)
-    if a.cmd == "serve":
-        from lab.report.serve import serve
-
-        if not 0 <= a.port <= 65535:
-            print("raftlab: --port must be from 0 to 65535", file=sys.stderr)
-            return 2
-        return serve(a.dir, a.port)
-    if a.cmd == "schema":
-        import json
-
-        from lab.scenario import json_schema
-
-        print(json.dumps(json_schema(), indent=2))
-        return 0
-    if a.cmd == "demo":
-        if a.nodes < 1:
-            print("raftlab: --nodes must be at least 1", file=sys.stderr)
-            return 2
-        if a.dir is None:
-            with tempfile.TemporaryDirectory(prefix="raftlab-demo-") as tmp:
-                return trio.run(demo, a.nodes, Path(tmp))
-        return trio.run(demo, a.nodes, a.dir)
-    return 2
+def _main(args: list[str]) -> ExitCode:
+    try:
+        a = build_parser().parse_args(args)
+    except SystemExit as e:  # --help or --version (0), or a usage error said in one line
+        return ExitCode.VALID if e.code in (0, None) else ExitCode.BAD_INPUT
+    problem = validate(a)
+    if problem is not None:
+        print(f"raftlab: {problem}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    func: Command = a.func
+    return ExitCode(func(a, args))
 
 
 if __name__ == "__main__":

@@ -137,14 +137,15 @@ def read_resolved(path: Path) -> Resolved:
             if "line" in sm and "at" in sm:
                 timed.append((doc.integer(sm["line"][1], "a step's line"),
                               doc.number(sm["at"][1], "a step's at")))
+    system = doc.one_of(get("system"), SYSTEMS, "system")
     return Resolved(
-        system=doc.one_of(get("system"), SYSTEMS, "system"),
+        system=system,
         nodes=doc.integer(get("nodes"), "nodes", 1, 9),
         seed=doc.integer(get("seed"), "seed", -(2**63), 2**63 - 1),
         time_limit=limit,
         concurrency=doc.integer(get("concurrency"), "concurrency", 1, 1_000),
         rate=doc.number(get("rate"), "rate"),
-        bugs=tuple(doc.string(b, "a bug") for b in doc.seq(get("bugs"), "bugs")),
+        bugs=_bugs(doc, get("bugs"), system),
         workload=_workload(doc, get("workload")),
         faults_name=doc.string(fm["name"][1], "faults.name"),
         faults_description=" ".join(doc.string(fm["description"][1],
@@ -154,6 +155,22 @@ def read_resolved(path: Path) -> Resolved:
         heartbeat=_seconds(doc, fm, "heartbeat"),
         system_options=_system_options(doc, fm),
     )
+
+
+def _bugs(doc: YamlDoc, node: yaml.Node, system: str) -> tuple[str, ...]:
+    """The seeded bugs of a run's scenario.yaml, each one ``system`` has (checked now, so
+    a replay with a misspelt bug is bad input, not a cluster that never starts)."""
+    from lab.systems import seeded_bugs
+
+    known = seeded_bugs(system)
+    bugs = []
+    for item in doc.seq(node, "bugs"):
+        bug = doc.string(item, "a bug")
+        if bug not in known:
+            raise doc.fail(item, f"{system} has no seeded bug {bug!r} (it has: "
+                                 f"{', '.join(known) or 'none'})")
+        bugs.append(bug)
+    return tuple(bugs)
 
 
 def _system_options(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]]

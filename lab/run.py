@@ -39,8 +39,6 @@ from lab.workload import Generator
 
 log = logging.getLogger("raftlab")
 
-EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
-
 
 @dataclass
 class RunOptions:

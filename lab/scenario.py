@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lab.checker import WORKLOAD_MODELS
+
 T = TypeVar("T")
 
 
@@ -34,15 +36,9 @@ class ScenarioError(Exception):
 
 # --------------------------------------------------------------------------- vocabulary
 
-MODELS: dict[str, tuple[str, ...]] = {
-    # model -> operation functions a workload of that model may mix
-    "cas-register": ("read", "write", "cas"),
-    "register": ("read", "write"),
-    "set": ("add",),
-    "counter": ("add", "read"),
-    "bank": ("transfer", "read"),
-    "list-append": ("txn",),
-}
+#: The models a workload may name -> the operation functions it may mix: the checker's
+#: list (:mod:`lab.checker._models`), the one home of the model names.
+MODELS = WORKLOAD_MODELS
 
 #: Process faults act on nodes picked by a target.
 PROCESS_ACTIONS = ("kill", "restart", "pause", "resume", "stop", "start")

@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from lab import procs
+from lab.exitcode import ExitCode
+from lab.paths import REPORTS, ROOT
 from lab.replay import ReplayError, ReplayPlan, faults_yaml, load_replay, workload_yaml
 from lab.run import fresh_dir
-from lab.scenario import ScenarioError, Step, load_workload, parse_duration
+from lab.scenario import ScenarioError, Step, load_workload
 from lab.suite import read_results, run_dir_from
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: Seconds after the last remaining fault's end that a shortened run still lasts.
 MARGIN = 3.0
@@ -342,7 +342,7 @@ def work_dir_for(run_dir: Path) -> Path:
     """``<reports>/shrink/<scenario>-<run>/`` (``-2`` and so on when taken)."""
     from lab.report.index_page import root_of
 
-    root = root_of(run_dir) or ROOT / "reports"
+    root = root_of(run_dir) or REPORTS
     d = run_dir.resolve()
     out = fresh_dir(root / "shrink" / f"{d.parent.name}-{d.name}")
     out.mkdir(parents=True)
@@ -407,28 +407,25 @@ def run_command(plan: ReplayPlan, workload: str, faults: str, c: Candidate) -> s
     return " ".join(parts)
 
 
-def shrink_cli(run_dir: Path, out: Path | None, budget_text: str, attempts: int) -> int:
-    budget = parse_duration(budget_text)
-    if budget is None or budget <= 0:
-        print(f"raftlab: --budget: cannot parse {budget_text!r} (expected e.g. 10m, 90s, "
-              "1h)", file=sys.stderr)
-        return 2
-    if attempts < 1:
-        print("raftlab: --attempts must be at least 1", file=sys.stderr)
-        return 2
+def shrink_cli(run_dir: Path, out: Path | None, budget: float, attempts: int) -> ExitCode:
+    """``raftlab shrink``: ``budget`` (seconds, more than 0) and ``attempts`` (at least 1)
+    were checked when the arguments were parsed."""
+    if budget <= 0 or attempts < 1:
+        raise ValueError(f"shrink_cli: budget {budget} and attempts {attempts} must be "
+                         "positive")
     if out is not None and out.is_dir():
         print(f"raftlab: --out {out}: is a directory (give the file to write)",
               file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     why = _failing(run_dir)
     if why:
         print(f"raftlab: {why}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         plan = load_replay(run_dir)
     except (ReplayError, ScenarioError) as e:
         print(f"raftlab: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     steps = [s for s in plan.faults.schedule if s.target != ("none",)]  # skipped: no effect
     dropped = len(plan.faults.schedule) - len(steps)
     r = plan.resolved
@@ -471,7 +468,7 @@ def shrink_cli(run_dir: Path, out: Path | None, budget_text: str, attempts: int)
                 outcome.stop_reason, "(not even the original schedule)"))
         print(stats)
         print(f"work directory: {work}")
-        return 3
+        return ExitCode.UNKNOWN
     best = outcome.best
     print(f"after:  {describe(best)}"
           + ("" if outcome.smaller else " (the original is already minimal)"))
@@ -503,4 +500,4 @@ def shrink_cli(run_dir: Path, out: Path | None, budget_text: str, attempts: int)
     out.write_text(runner.faults_text(best, header))
     print(f"shrunk scenario: {out}")
     print(f"run it: {command}")
-    return 0
+    return ExitCode.VALID

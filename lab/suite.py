@@ -38,13 +38,13 @@ from typing import Any
 import yaml
 
 from lab import procs
+from lab.exitcode import ExitCode
+from lab.paths import ROOT, SUITES
 from lab.scenario import ScenarioError, YamlDoc, compose_yaml
+from lab.systems import seeded_bugs
 
-ROOT = Path(__file__).resolve().parent.parent
-SUITES = Path(__file__).resolve().parent / "suites"
 CATEGORIES = ("valid", "anomaly", "unknown", "harness error", "skipped")
 _SYSTEMS = ("raftkv", "etcd")
-_BUGS = ("stale-read", "forget-vote", "early-ack", "no-truncate", "old-term-commit")
 _KEYS = ("name", "description", "budget", "time_limit", "nodes", "systems", "workloads",
          "faults", "pairs", "seeds", "bugs", "concurrency")
 
@@ -184,7 +184,7 @@ def load_suite(path: Path) -> Suite:
         seeds = list(range(1, doc.integer(seeds_node, "seeds", 1, 1000) + 1))
     bugs: list[str | None] = []
     for n in opt("bugs", doc.seq, []):
-        b = doc.one_of(n, ("none", *_BUGS), "bug")
+        b = doc.one_of(n, ("none", *seeded_bugs("raftkv")), "bug")
         bugs.append(None if b == "none" else b)
     bugs = bugs or [None]
     cells = [Cell(system, Path(w).stem if _builtin(w, "workloads") else w,
@@ -209,12 +209,12 @@ def classify(exit_code: int | None, results: dict[str, Any] | None) -> tuple[str
     results = results or {}
     reason = str(results.get("verdict_reason") or results.get("exit_reason") or "")
     verdict = results.get("verdict")
-    if exit_code == 0 and verdict == "valid":
+    if exit_code == ExitCode.VALID and verdict == "valid":
         return "valid", reason
-    if exit_code == 1 and verdict == "invalid":
+    if exit_code == ExitCode.INVALID and verdict == "invalid":
         return "anomaly", reason
     harness = str(results.get("exit_reason", "")).startswith("harness error")
-    if exit_code == 3 and results and not harness:
+    if exit_code == ExitCode.UNKNOWN and results and not harness:
         return "unknown", reason
     if exit_code is None:
         return "harness error", "the run did not finish in time and was stopped"
@@ -328,13 +328,13 @@ def read_results(run_dir: Path | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def worst_exit(outcomes: Sequence[Outcome]) -> int:
+def worst_exit(outcomes: Sequence[Outcome]) -> ExitCode:
     cats = {o.category for o in outcomes}
     if "anomaly" in cats:
-        return 1
+        return ExitCode.INVALID
     if not outcomes or cats - {"valid"}:
-        return 3
-    return 0
+        return ExitCode.UNKNOWN
+    return ExitCode.VALID
 
 
 def summarize(suite: Suite, outcomes: Sequence[Outcome], started: float) -> dict[str, Any]:
@@ -343,7 +343,7 @@ def summarize(suite: Suite, outcomes: Sequence[Outcome], started: float) -> dict
             "suite_file": suite.path, "started": started,
             "seconds": round(time.time() - started, 1), "budget_s": suite.budget,
             "planned": len(suite.cells), "counts": counts,
-            "exit_code": worst_exit(outcomes), "matrix": matrix(outcomes),
+            "exit_code": int(worst_exit(outcomes)), "matrix": matrix(outcomes),
             "runs": [o.to_json() for o in outcomes]}
 
 
@@ -409,13 +409,14 @@ def nightly_dir(root: Path, suite: str) -> Path:
     return fresh_dir(root / "nightly" / time.strftime("%Y-%m-%d", time.localtime()))
 
 
-def run_suite_cli(name: str, out_root: Path, say: Callable[[str], None] = print) -> int:
+def run_suite_cli(name: str, out_root: Path, say: Callable[[str], None] = print
+                  ) -> ExitCode:
     """``raftlab nightly`` / ``raftlab matrix``: run a suite, print the matrix, exit code."""
     try:
         suite = load_suite(find_suite(name))
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     out = nightly_dir(out_root.resolve(), suite.name)
     say(f"suite {suite.name}: {len(suite.cells)} runs planned, budget "
         f"{suite.budget / 60:g} min; results in {out}")

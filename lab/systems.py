@@ -33,6 +33,16 @@ STATUS_FIELDS = ("node", "role", "term", "leader", "commit", "applied", "last_in
 
 SYSTEMS = ("raftkv", "etcd")
 
+#: raftkv's seeded bugs (``--bug NAME``, ``nodes/PROTOCOL.md`` "Seeded bugs"): each breaks
+#: one Raft invariant on purpose, so the lab can prove it catches real mistakes.
+_BUGS = ("stale-read", "forget-vote", "early-ack", "no-truncate", "old-term-commit")
+
+
+def seeded_bugs(system: str) -> tuple[str, ...]:
+    """The seeded bugs system ``system`` can switch on (``raftlab run --bug``); empty for
+    a system that has none (etcd is run as it is)."""
+    return _BUGS if system == "raftkv" else ()
+
 #: Settings a fault scenario may give one system (``system_options``): name ->
 #: (lowest, highest, what it does). Only the named system sees them.
 SYSTEM_OPTIONS: dict[str, dict[str, tuple[int, int, str]]] = {

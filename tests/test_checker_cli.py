@@ -87,7 +87,7 @@ def test_missing_file_and_unknown_model_are_bad_input(files: dict[str, Path],
     code, _, err = run(capsys, str(files["valid"]), "--model", "paxos")
     assert code == 2 and "unknown model 'paxos'" in err
     code, _, err = run(capsys, str(files["valid"]), "--model", "register", "--initial", "{")
-    assert code == 2 and "--initial must be JSON" in err
+    assert code == 2 and "--initial: must be JSON" in err and len(err.splitlines()) == 1
     code, _, _ = run(capsys, "--model", "register")
     assert code == 2
 

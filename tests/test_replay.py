@@ -440,6 +440,8 @@ def test_replay_bad_input(tmp_path: Path, capsys: Any) -> None:
         ("values", lambda s: s.replace("  value_max: 4", "  value_max: -1"),
          "workload.value_max is below workload.value_min"),
         ("list", lambda s: "- 1\n- 2\n", "must be a mapping"),
+        ("bug", lambda s: s.replace("- stale-read", "- stale-reed"),
+         "raftkv has no seeded bug 'stale-reed' (it has: stale-read, "),
     ]:
         bad = tmp_path / f"bad-{name}"
         bad.mkdir()

@@ -226,7 +226,7 @@ def test_shrink_bad_input(tmp_path: Path, capsys: Any) -> None:
         ([str(no_results)], "no readable results.json"),
         ([str(broken)], "schedule.jsonl:1: not a JSON object"),
         ([str(broken), "--budget", "soon"], "--budget: cannot parse 'soon'"),
-        ([str(broken), "--attempts", "0"], "--attempts must be at least 1"),
+        ([str(broken), "--attempts", "0"], "--attempts: must be at least 1"),
         ([str(broken), "--out", str(tmp_path)], "is a directory"),
     ]:
         code, out, err = cli(capsys, "shrink", *args)

@@ -6,21 +6,26 @@ Public surface (implementation lives in the private modules):
 * :func:`load_history` — read and validate a JSON-lines history file into a
   :class:`DecodedHistory` (operations with invoke and completion merged);
 * :class:`HistoryError` — bad input, printed as ``FILE:LINE: what was wrong``;
-* :data:`MODELS` — the model names; ``lab.checker.cli.main`` is ``raftlab check``.
+* :data:`MODELS` — the model names (and :data:`WORKLOAD_MODELS`, the ones a lab workload
+  generates, with their operations): the one list, in ``_models``, that scenario files,
+  their JSON Schema and ``raftlab check`` all use; ``lab.checker.cli`` is ``raftlab check``.
 
 Modules: ``_events`` (decoding), ``_wgl`` (linearizability search), ``_register``
 (cas-register, kv-put-append), ``_counter``, ``_set``, ``_bank``, ``_elle``
 (list-append), ``_stats`` (statistics and the too-weak rule), ``_result``, ``_api``,
+``_models`` (the model names and the operations a workload of each may mix),
 ``_peer`` (where the peer histories used by tests and benchmarks live), ``_cluster``
 (election safety from the members' own status reports, ``cluster.jsonl``).
 """
 
-from lab.checker._api import MODELS, UnknownModelError, check_history
+from lab.checker._api import UnknownModelError, check_history
 from lab.checker._events import DecodedHistory, HistoryError, Op, history_from_events, load_history
+from lab.checker._models import MODELS, WORKLOAD_MODELS, unknown_model
 from lab.checker._result import CheckResult
 
 __all__ = [
     "MODELS",
+    "WORKLOAD_MODELS",
     "CheckResult",
     "DecodedHistory",
     "HistoryError",
@@ -29,4 +34,5 @@ __all__ = [
     "check_history",
     "history_from_events",
     "load_history",
+    "unknown_model",
 ]

@@ -17,13 +17,13 @@ from lab.checker._bank import check_bank
 from lab.checker._counter import check_counter
 from lab.checker._elle import check_list_append
 from lab.checker._events import DecodedHistory, history_from_events
+from lab.checker._models import MODELS, unknown_model
 from lab.checker._register import check_register
 from lab.checker._result import CheckResult
 from lab.checker._set import check_set
 from lab.checker._stats import history_stats, too_weak
 
-MODELS = ("cas-register", "register", "kv-put-append", "counter", "set", "bank",
-          "list-append", "stats")
+__all__ = ["MODELS", "UnknownModelError", "check_history"]
 
 
 class UnknownModelError(ValueError):
@@ -48,7 +48,7 @@ def check_history(events: Iterable[Any] | DecodedHistory, model: str, *, initial
     Raises :class:`HistoryError` for malformed input and :class:`UnknownModelError`.
     """
     if model not in MODELS:
-        raise UnknownModelError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
+        raise UnknownModelError(unknown_model(model))
     opts = dict(options or {})
     t0 = time.perf_counter()
     hist = events if isinstance(events, DecodedHistory) else history_from_events(events)

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.checker._events import Op
-
-EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+from lab.exitcode import ExitCode
 
 
 @dataclass
@@ -38,8 +37,9 @@ class CheckResult:
         return {True: "valid", False: "invalid", None: "unknown"}[self.valid]
 
     @property
-    def exit_code(self) -> int:
-        return {True: EXIT_VALID, False: EXIT_INVALID, None: EXIT_UNKNOWN}[self.valid]
+    def exit_code(self) -> ExitCode:
+        """0 valid, 1 invalid, 3 unknown (:meth:`ExitCode.for_verdict`)."""
+        return ExitCode.for_verdict(self.verdict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``json.dumps`` works on it) for results.json and the report."""

@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
+from lab.exitcode import ExitCode
 from lab.report.index_page import INDEX, fingerprint, index_html, writable_index
 from lab.report.run_page import _write_atomically
 
@@ -251,18 +252,18 @@ class Handler(BaseHTTPRequestHandler):
         self.server.say(f"{self.client_address[0]} [{time.strftime('%H:%M:%S')}] {text}")
 
 
-def serve(root: Path, port: int, out: Any = None) -> int:
+def serve(root: Path, port: int, out: Any = None) -> ExitCode:
     """Serve ``root`` until Ctrl-C or SIGTERM; print the URL first. Returns an exit code."""
     out = sys.stdout if out is None else out
     if not root.is_dir():
         print(f"raftlab: {root}: not a directory (the reports folder to serve)",
               file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         server = ReportsServer(root, port)
     except OSError as e:
         print(f"raftlab: cannot listen on {HOST}:{port}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -284,4 +285,4 @@ def serve(root: Path, port: int, out: Any = None) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
     server.say("raftlab serve: stopped")
-    return 0
+    return ExitCode.VALID

@@ -15,10 +15,13 @@ import sys
 
 import trio
 
+from lab.cliargs import HelpFormatter
+from lab.exitcode import ExitCode
+
 from ._api import VERSION
 from ._server import ToxiproxyServer
 
-__all__ = ["main"]
+__all__ = ["add_arguments", "main", "run"]
 
 _LEVELS = {
     "trace": logging.DEBUG,
@@ -32,11 +35,17 @@ _LEVELS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m lab.toxiproxy",
-        description=f"Raftlab's built-in Toxiproxy-compatible server (API of Toxiproxy {VERSION}).",
-    )
+DESCRIPTION = f"""\
+Raftlab's built-in Toxiproxy-compatible server (the HTTP API of Toxiproxy {VERSION}), in
+the foreground until Ctrl-C or SIGTERM. 'raftlab run' starts one by itself; run this one
+to share a server between runs ('raftlab run --toxiproxy HOST:PORT') or to drive it with
+any Toxiproxy client. Its flags are toxiproxy-server's own: -host, -port, -config... (Go
+style, one dash; --host and -host=VALUE work too)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """toxiproxy-server's flags, added to ``parser`` (``python -m lab.toxiproxy`` and
+    ``raftlab toxiproxy`` both build on this)."""
     parser.add_argument("-host", "--host", default="127.0.0.1", help="API bind host")
     parser.add_argument("-port", "--port", type=int, default=8474, help="API bind port")
     parser.add_argument(
@@ -61,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parser() -> argparse.ArgumentParser:
+    return add_arguments(
+        argparse.ArgumentParser(prog="python -m lab.toxiproxy", description=DESCRIPTION,
+                                formatter_class=HelpFormatter)
+    )
+
+
 async def _serve(server: ToxiproxyServer) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -77,12 +93,17 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> ExitCode:
     """Run the server until interrupted; returns the process exit status."""
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    """Serve with parsed arguments (:func:`add_arguments`) until interrupted: 0 after a
+    clean stop, 2 when the server cannot listen (a bad host, a port taken)."""
     if args.version:
         print(f"toxiproxy-server version {VERSION}")
-        return 0
+        return ExitCode.VALID
     level = _LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), logging.INFO)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -105,5 +126,5 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if failure is not None:
         print(f"toxiproxy: cannot serve on {args.host}:{args.port}: {failure}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.BAD_INPUT
+    return ExitCode.VALID

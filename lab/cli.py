@@ -12,8 +12,8 @@ from typing import Any
 import trio
 
 from lab import procs
-from lab.raftkv import RaftkvCluster
-from lab.systems import SYSTEMS
+from lab.systems import DEFAULT_SYSTEM, SYSTEMS
+from lab.systems.raftkv.cluster import RaftkvCluster
 
 
 def _say(text: str) -> None:
@@ -85,10 +85,6 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     if a.nodes < 1 or a.nodes > 9:
         print("raftlab: --nodes must be from 1 to 9", file=sys.stderr)
         return 2
-    if a.bug and a.system != "raftkv":
-        print(f"raftlab: --bug: seeded bugs exist only in raftkv, not {a.system}",
-              file=sys.stderr)
-        return 2
     if a.time_limit is not None and a.time_limit <= 0:
         print("raftlab: --time-limit must be more than 0", file=sys.stderr)
         return 2
@@ -99,12 +95,10 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> int:
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return 2
-    from lab.systems import ms, system_problem, timing_problem
+    from lab.systems import preflight, to_ms
 
-    why_not = system_problem(a.system, workload.model)
-    bad_timing = timing_problem(a.system, ms(faults.election_timeout), ms(faults.heartbeat))
-    if bad_timing:
-        why_not = f"{faults.path}:{faults.timing_line}: {bad_timing}"
+    why_not = preflight(a.system, workload.model, a.bug, to_ms(faults.election_timeout),
+                        to_ms(faults.heartbeat), timing_at=f"{faults.path}:{faults.timing_line}")
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return 2
@@ -128,7 +122,7 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> int:
     from lab.replay import ReplayError, load_replay
     from lab.run import RunOptions, run_experiment
     from lab.scenario import ScenarioError
-    from lab.systems import system_problem
+    from lab.systems import preflight
 
     try:
         plan = load_replay(a.replay)
@@ -136,7 +130,7 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> int:
         print(f"raftlab: --replay: {e}", file=sys.stderr)
         return 2
     r = plan.resolved
-    why_not = system_problem(r.system, r.workload.model)
+    why_not = preflight(r.system, r.workload.model, r.bugs)
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return 2
@@ -332,7 +326,7 @@ def _main(argv: list[str] | None) -> int:
     r = sub.add_parser("run", help="run one experiment (default: register + mixed, 5 nodes)")
     r.add_argument("workload", nargs="?", default="workloads/register.yaml")
     r.add_argument("faults", nargs="?", default="faults/mixed.yaml")
-    r.add_argument("--system", choices=list(SYSTEMS), default="raftkv")
+    r.add_argument("--system", choices=list(SYSTEMS), default=DEFAULT_SYSTEM)
     r.add_argument("--nodes", type=int, default=5)
     r.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="how long clients and nemesis run (default: the fault file's, or 60)")

@@ -138,7 +138,7 @@ def read_resolved(path: Path) -> Resolved:
                 timed.append((doc.integer(sm["line"][1], "a step's line"),
                               doc.number(sm["at"][1], "a step's at")))
     return Resolved(
-        system=doc.one_of(get("system"), SYSTEMS, "system"),
+        system=doc.one_of(get("system"), tuple(SYSTEMS), "system"),
         nodes=doc.integer(get("nodes"), "nodes", 1, 9),
         seed=doc.integer(get("seed"), "seed", -(2**63), 2**63 - 1),
         time_limit=limit,

@@ -138,8 +138,10 @@ def member_logs(nodes_dir: Path) -> list[tuple[str, Path]]:
 # --------------------------------------------------------------------------- timing
 
 
-#: An election timeout must be at least this many heartbeats (etcd's rule, and raftkv's:
-#: a follower must not time out between two heartbeats that a loaded machine delays).
+#: A scenario's election timeout must be at least this many heartbeats (etcd's rule,
+#: which the lab holds every system's scenarios to: a follower must not time out between
+#: two heartbeats that a loaded machine delays). raftkv's own defaults (150 / 50 ms) are
+#: under it; its members draw their election timeout from [T, 2T).
 HEARTBEATS_PER_ELECTION = 5
 
 

@@ -46,8 +46,8 @@ from lab.systems.etcd import DEFAULT_TIMING
 from lab.systems.etcd.http import Lost, NotSent, Pool
 from lab.systems.types import Address, timing_rule
 
-#: ``make_system(..., options=...)`` keys and their defaults. The timeouts suit a loaded
-#: two-core machine; scenarios that want faster failover can lower them (e.g. 300 / 50).
+#: ``make_system(..., options=...)`` keys and their defaults (the timing's are the spec's,
+#: :data:`lab.systems.etcd.DEFAULT_TIMING`).
 DEFAULT_OPTIONS: dict[str, Any] = {
     "election_ms": DEFAULT_TIMING[0],
     "heartbeat_ms": DEFAULT_TIMING[1],

@@ -15,7 +15,7 @@ Cells, each for ``--seconds`` with ``--clients`` concurrent clients:
   load): one connection per client, send, read, send again. The baseline.
 * **lab client**: trio workers doing what ``raftlab run``'s workers do per operation,
   minus the history: ``Generator.next_op`` (the ``bench/write-only.yaml`` workload) and
-  ``RaftkvClient.invoke`` (``lab.raftkv``, ``lab.client``).
+  ``RaftkvClient.invoke`` (``lab.systems.raftkv.client``, ``.wire``).
 * **lab client + history**: the same, plus ``History.append`` of the invoke and of the
   completion (``lab.history``), as in a run, each worker on a connection of its own
   (``connections: per-client``).
@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from lab.history import History  # noqa: E402
-from lab.raftkv import RaftkvClient  # noqa: E402
 from lab.scenario import load_workload  # noqa: E402
+from lab.systems.raftkv.client import RaftkvClient  # noqa: E402
 from lab.workload import Generator  # noqa: E402
 
 

@@ -8,10 +8,11 @@ Usage::
 
 Methodology
 -----------
-* **Systems.** raftkv: 3 members (``python -m nodes``, default flags, fsync ON) started by
-  :class:`lab.raftkv.RaftkvCluster` on loopback in a temporary directory. etcd: 3 members
-  of the Debian ``etcd`` binary on loopback, default flags (fsync ON, 100 ms heartbeat,
-  1 s election timeout), data in the same temporary directory. The systems run one after
+* **Systems.** raftkv: 3 members (``python -m nodes``, default flags, fsync ON) started
+  by :class:`lab.systems.raftkv.cluster.RaftkvCluster` on loopback in a temporary
+  directory. etcd: 3 members of the Debian ``etcd`` binary on loopback, default flags
+  (fsync ON, 100 ms heartbeat, 1 s election timeout), data in the same temporary
+  directory. The systems run one after
   the other, never together, on the same 2-core machine.
 * **Load generator.** Each (system, op, clients) cell is driven by a fresh load-generator
   process (this script with ``--worker``), never by the process that manages the clusters.
@@ -84,8 +85,8 @@ import psutil
 import trio
 
 from lab import procs
-from lab.client import ConnectionLost, KVClient, connect
-from lab.raftkv import RaftkvCluster
+from lab.systems.raftkv.cluster import RaftkvCluster
+from lab.systems.raftkv.wire import ConnectionLost, KVClient, connect
 
 KEYSPACE = 1000
 VALUE_BYTES = 16

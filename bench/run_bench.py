@@ -64,7 +64,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import raftkv_bench  # noqa: E402  (bench/ is not a package)
 
 from lab.network import Network  # noqa: E402
-from lab.raftkv import RaftkvCluster  # noqa: E402
+from lab.systems.raftkv.cluster import RaftkvCluster  # noqa: E402
 from lab.toxiclient import open_toxiproxy  # noqa: E402
 
 

@@ -24,8 +24,8 @@ from lab import procs
 from lab.cliargs import Parser, number, one_of, whole_number
 from lab.exitcode import ExitCode
 from lab.paths import REPORTS, ROOT, find_builtin
-from lab.raftkv import RaftkvCluster
-from lab.systems import SYSTEMS, seeded_bugs
+from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, bugs_problem, spec
+from lab.systems.raftkv.cluster import RaftkvCluster
 
 
 def _say(text: str) -> None:
@@ -87,12 +87,10 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> ExitCode:
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
-    from lab.systems import ms, system_problem, timing_problem
+    from lab.systems import preflight, to_ms
 
-    why_not = system_problem(a.system, workload.model)
-    bad_timing = timing_problem(a.system, ms(faults.election_timeout), ms(faults.heartbeat))
-    if bad_timing:
-        why_not = f"{faults.path}:{faults.timing_line}: {bad_timing}"
+    why_not = preflight(a.system, workload.model, a.bug, to_ms(faults.election_timeout),
+                        to_ms(faults.heartbeat), timing_at=f"{faults.path}:{faults.timing_line}")
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -110,7 +108,7 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
     from lab.replay import ReplayError, load_replay
     from lab.run import RunOptions, run_experiment
     from lab.scenario import ScenarioError
-    from lab.systems import system_problem
+    from lab.systems import preflight
 
     try:
         plan = load_replay(a.replay)
@@ -118,7 +116,7 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
         print(f"raftlab: --replay: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     r = plan.resolved
-    why_not = system_problem(r.system, r.workload.model)
+    why_not = preflight(r.system, r.workload.model, r.bugs)
     if why_not:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -305,12 +303,8 @@ REPLAY_FIXED = {"workload": "WORKLOAD", "faults": "FAULTS", "system": "--system"
 #: ``raftlab run``'s defaults for the :data:`REPLAY_FIXED` arguments that have one (the
 #: others' None means "the workload's or the fault file's").
 RUN_DEFAULTS: dict[str, Any] = {"workload": "workloads/register.yaml",
-                                "faults": "faults/mixed.yaml", "system": "raftkv",
+                                "faults": "faults/mixed.yaml", "system": DEFAULT_SYSTEM,
                                 "nodes": 5, "seed": 0, "bug": ()}
-
-#: Every seeded bug of any system, for ``--bug``'s validator (which system has it is
-#: checked in :func:`validate`, once ``--system`` is known).
-ALL_BUGS = tuple(dict.fromkeys(b for system in SYSTEMS for b in seeded_bugs(system)))
 
 _VERDICT_EPILOG = """\
 exit codes:
@@ -364,15 +358,8 @@ def validate(a: argparse.Namespace) -> str | None:
     for dest, default in RUN_DEFAULTS.items():
         if getattr(a, dest) is None:
             setattr(a, dest, list(default) if isinstance(default, tuple) else default)
-    if a.bug:
-        has = seeded_bugs(a.system)
-        if not has:
-            return (f"--bug: seeded bugs exist only in "
-                    f"{', '.join(s for s in SYSTEMS if seeded_bugs(s))}, not {a.system}")
-        for bug in a.bug:
-            if bug not in has:
-                return f"--bug: {a.system} has no seeded bug {bug!r} (it has: {', '.join(has)})"
-    return None
+    why = bugs_problem(spec(a.system), a.bug)
+    return f"--bug: {why}" if why else None
 
 
 def _add_run(sub: Any) -> None:
@@ -421,9 +408,12 @@ examples:
                    help="operations per second over all clients, 0 for as fast as they "
                         "can (default: the workload's rate)")
     r.add_argument("--bug", action="append", default=None,
-                   type=one_of(ALL_BUGS, "bug", "seeded bugs:"), metavar="NAME",
-                   help="switch on one of raftkv's seeded bugs (repeatable), to see the "
-                        f"lab catch it: {', '.join(seeded_bugs('raftkv'))} (default: none)")
+                   type=one_of(all_bugs(), "bug", "seeded bugs:"), metavar="NAME",
+                   help="switch on a seeded bug (repeatable), to see the lab catch it; "
+                        "which system has which is checked once --system is known: "
+                        + "; ".join(f"{name}: {', '.join(spec(name).bugs)}"
+                                    for name in SYSTEMS if spec(name).bugs)
+                        + " (default: none)")
     r.add_argument("--toxiproxy", type=_toxiproxy_addr, default=None, metavar="HOST:PORT",
                    help="use this running Toxiproxy server (default: start one for the run)")
     r.add_argument("--out", type=Path, default=REPORTS, metavar="DIR",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from typing import Any, NoReturn
 
 from lab.exitcode import ExitCode
@@ -53,7 +53,7 @@ class Parser(argparse.ArgumentParser):
                   f"; see '{self.prog} --help'\n")
 
 
-def one_of(names: Sequence[str], what: str, listed: str = "choose from"
+def one_of(names: Collection[str], what: str, listed: str = "choose from"
            ) -> Callable[[str], str]:
     """A ``type=`` validator accepting only ``names``; anything else is ``unknown WHAT
     'x' (LISTED a, b, c)``."""

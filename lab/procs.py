@@ -184,7 +184,7 @@ class MemberProcesses(abc.ABC):
 
     @abc.abstractmethod
     async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
-        """Member ``mid``'s status (``lab.systems.STATUS_FIELDS``), None if it cannot say."""
+        """Member ``mid``'s status (``lab.systems.types.STATUS_FIELDS``), None if it cannot say."""
 
     async def statuses(self, timeout: float = 0.5) -> dict[str, dict[str, Any] | None]:
         """Every member's status at once (None: down or not answering in time)."""

@@ -137,7 +137,7 @@ def read_resolved(path: Path) -> Resolved:
             if "line" in sm and "at" in sm:
                 timed.append((doc.integer(sm["line"][1], "a step's line"),
                               doc.number(sm["at"][1], "a step's at")))
-    system = doc.one_of(get("system"), SYSTEMS, "system")
+    system = doc.one_of(get("system"), tuple(SYSTEMS), "system")
     return Resolved(
         system=system,
         nodes=doc.integer(get("nodes"), "nodes", 1, 9),
@@ -160,9 +160,9 @@ def read_resolved(path: Path) -> Resolved:
 def _bugs(doc: YamlDoc, node: yaml.Node, system: str) -> tuple[str, ...]:
     """The seeded bugs of a run's scenario.yaml, each one ``system`` has (checked now, so
     a replay with a misspelt bug is bad input, not a cluster that never starts)."""
-    from lab.systems import seeded_bugs
+    from lab.systems import spec
 
-    known = seeded_bugs(system)
+    known = spec(system).bugs
     bugs = []
     for item in doc.seq(node, "bugs"):
         bug = doc.string(item, "a bug")

@@ -33,7 +33,14 @@ from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
 from lab.scenario import FaultScenario, Workload
-from lab.systems import ClientFactory, SystemClient, SystemCluster, make_system, ms
+from lab.systems import (
+    DEFAULT_SYSTEM,
+    ClientFactory,
+    SystemClient,
+    SystemCluster,
+    make_system,
+    to_ms,
+)
 from lab.toxiclient import open_toxiproxy
 from lab.workload import Generator
 
@@ -50,7 +57,7 @@ class RunOptions:
     bugs: tuple[str, ...] = ()
     toxiproxy: str | None = None
     out: Path = Path("reports")
-    system: str = "raftkv"
+    system: str = DEFAULT_SYSTEM
     command: list[str] = field(default_factory=list)
     live: bool | None = None  # live progress line; None = when stdout is a terminal
     replay_of: str | None = None  # the run directory this run replays (``--replay``)
@@ -161,8 +168,8 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(self.dir / "history.jsonl")
-        options: dict[str, Any] = {"election_ms": ms(self.f.election_timeout),
-                                   "heartbeat_ms": ms(self.f.heartbeat),
+        options: dict[str, Any] = {"election_ms": to_ms(self.f.election_timeout),
+                                   "heartbeat_ms": to_ms(self.f.heartbeat),
                                    **self.f.system_options.get(self.opts.system, {})}
         system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
                              bugs=self.opts.bugs,
@@ -519,12 +526,7 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
     from lab.history import read_history
     from lab.report.rundir import json_lines
-    from lab.systems import (
-        STATUS_TERM_IS_CURRENT,
-        commit_conflicts_in_logs,
-        leader_claims_in_logs,
-        votes_in_logs,
-    )
+    from lab.systems import spec
 
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
     results_path = run_dir / "results.json"
@@ -535,15 +537,14 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
     t0 = time.monotonic()
     outcome = check_history(read_history(run_dir / "history.jsonl"), model,
                             time_limit=time_limit, options=options)
-    system = str(scenario.get("system", "raftkv"))
-    split = leader_safety(leader_claims_in_logs(system, run_dir / "nodes"))
-    if STATUS_TERM_IS_CURRENT.get(system, False):
+    system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
+    split = leader_safety(system.leader_claims(run_dir / "nodes") or [])
+    if system.status_term_is_current:
         logged = {a["term"] for a in split}
         split += [a for a in election_safety(json_lines(run_dir / "cluster.jsonl", []))
                   if a["term"] not in logged]
-    votes = votes_in_logs(system, run_dir / "nodes")
-    double = vote_safety(votes or [])
-    lost = commit_safety(commit_conflicts_in_logs(system, run_dir / "nodes"))
+    double = vote_safety(system.votes(run_dir / "nodes") or [])
+    lost = commit_safety(system.commit_conflicts(run_dir / "nodes") or [])
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)

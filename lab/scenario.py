@@ -147,7 +147,7 @@ class FaultScenario:
     timing_line: int = 0
     # Settings of one system under test, by system name, applied only when that system
     # runs (``system_options: {raftkv: {max_append_entries: 1}}``; see
-    # :data:`lab.systems.SYSTEM_OPTIONS`).
+    # :func:`lab.systems.system_options`).
     system_options: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -552,14 +552,15 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
 
 def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, int]]:
     """``system_options: {raftkv: {max_append_entries: 1}}``: per system, the settings
-    :data:`lab.systems.SYSTEM_OPTIONS` knows, each an integer in its range."""
-    from lab.systems import SYSTEM_OPTIONS
+    :func:`lab.systems.system_options` knows, each an integer in its range."""
+    from lab.systems import system_options
 
+    known_options = system_options()
     m = doc.mapping(node, "system_options")
     out: dict[str, dict[str, int]] = {}
     for _, (knode, vnode) in m.items():
-        name = doc.one_of(knode, tuple(SYSTEM_OPTIONS), "system in system_options")
-        known = SYSTEM_OPTIONS[name]
+        name = doc.one_of(knode, tuple(known_options), "system in system_options")
+        known = known_options[name]
         om = doc.mapping(vnode, f"system_options.{name}")
         got: dict[str, int] = {}
         for key, (onode, value) in om.items():
@@ -576,9 +577,11 @@ def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, i
 
 
 def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
-    """``timing: {election: 300ms, heartbeat: 50ms}``: both optional, election at least
-    five heartbeats (etcd's rule; raftkv's too), each from 10 ms to 50 s (etcd's limit),
-    in whole milliseconds."""
+    """``timing: {election: 300ms, heartbeat: 50ms}``: both optional, each from 10 ms to
+    50 s (etcd's limit), in whole milliseconds; when both are given, they must keep
+    :func:`lab.systems.types.timing_rule`."""
+    from lab.systems import timing_rule
+
     m = doc.mapping(node, "timing")
     doc.check_keys(m, ("election", "heartbeat"), (), "timing", node)
     got: dict[str, float] = {}
@@ -588,9 +591,9 @@ def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
             raise doc.fail(v, f"timing.{key} must be from 10ms to 50s, got {seconds:g}s")
         got[key] = seconds
     e, h = got.get("election"), got.get("heartbeat")
-    if e is not None and h is not None and round(e * 1000) < 5 * round(h * 1000):
-        raise doc.fail(node, f"timing: election ({e:g}s) must be at least 5 x heartbeat "
-                             f"({h:g}s)")
+    bad = None if e is None or h is None else timing_rule(round(e * 1000), round(h * 1000))
+    if bad:
+        raise doc.fail(node, f"timing: {bad}")
     return e, h
 
 
@@ -681,7 +684,7 @@ def json_schema() -> dict[str, Any]:
                       "properties": {"reads": {"type": "boolean"}, "settle": duration}},
         },
     }
-    from lab.systems import SYSTEM_OPTIONS
+    from lab.systems import system_options as known_options
 
     system_options = {
         "type": "object", "additionalProperties": False,
@@ -690,7 +693,7 @@ def json_schema() -> dict[str, Any]:
                    "properties": {key: {"type": "integer", "minimum": lo, "maximum": hi,
                                         "description": what}
                                   for key, (lo, hi, what) in known.items()}}
-            for name, known in SYSTEM_OPTIONS.items()},
+            for name, known in known_options().items()},
     }
     faults = {
         "$id": "raftlab-faults", "type": "object", "additionalProperties": False,

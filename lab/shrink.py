@@ -44,6 +44,7 @@ from lab.replay import ReplayError, ReplayPlan, faults_yaml, load_replay, worklo
 from lab.run import fresh_dir
 from lab.scenario import ScenarioError, Step, load_workload
 from lab.suite import read_results, run_dir_from
+from lab.systems import DEFAULT_SYSTEM
 
 #: Seconds after the last remaining fault's end that a shortened run still lasts.
 MARGIN = 3.0
@@ -395,7 +396,7 @@ def _minutes(seconds: float) -> str:
 def run_command(plan: ReplayPlan, workload: str, faults: str, c: Candidate) -> str:
     r = plan.resolved
     parts = ["raftlab", "run", workload, faults]
-    if r.system != "raftkv":
+    if r.system != DEFAULT_SYSTEM:
         parts += ["--system", r.system]
     parts += ["--nodes", str(r.nodes), "--seed", str(r.seed)]
     for b in r.bugs:

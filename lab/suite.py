@@ -41,10 +41,8 @@ from lab import procs
 from lab.exitcode import ExitCode
 from lab.paths import ROOT, SUITES
 from lab.scenario import ScenarioError, YamlDoc, compose_yaml
-from lab.systems import seeded_bugs
 
 CATEGORIES = ("valid", "anomaly", "unknown", "harness error", "skipped")
-_SYSTEMS = ("raftkv", "etcd")
 _KEYS = ("name", "description", "budget", "time_limit", "nodes", "systems", "workloads",
          "faults", "pairs", "seeds", "bugs", "concurrency")
 
@@ -134,7 +132,7 @@ def _scenario_file(doc: YamlDoc, node: yaml.Node, folder: str) -> str:
 def load_suite(path: Path) -> Suite:
     """Read and validate a suite file; raises :class:`ScenarioError` (file:line)."""
     from lab.scenario import check_members, load_faults, load_workload
-    from lab.systems import ms, system_problem, timing_problem
+    from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, preflight, spec, to_ms
 
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a suite")
@@ -149,8 +147,8 @@ def load_suite(path: Path) -> Suite:
         raise doc.fail(m["time_limit"][1], "time_limit must be more than 0")
     nodes = opt("nodes", lambda n, w: doc.integer(n, w, 1, 9), 3)
     concurrency = opt("concurrency", lambda n, w: doc.integer(n, w, 1, 1000), None)
-    systems = [doc.one_of(n, _SYSTEMS, "system")
-               for n in opt("systems", doc.seq, [])] or ["raftkv"]
+    systems = [doc.one_of(n, tuple(SYSTEMS), "system")
+               for n in opt("systems", doc.seq, [])] or [DEFAULT_SYSTEM]
     pairs: list[tuple[str, str]] = []
     workloads = [_scenario_file(doc, n, "workloads") for n in opt("workloads", doc.seq, [])]
     faults = [_scenario_file(doc, n, "faults") for n in opt("faults", doc.seq, [])]
@@ -170,8 +168,8 @@ def load_suite(path: Path) -> Suite:
         workload, faults_ = load_workload(Path(w)), load_faults(Path(f), limit)
         check_members(faults_, nodes)
         for system in systems:
-            why = system_problem(system, workload.model) or timing_problem(
-                system, ms(faults_.election_timeout), ms(faults_.heartbeat))
+            why = preflight(system, workload.model, (), to_ms(faults_.election_timeout),
+                            to_ms(faults_.heartbeat))
             if why:
                 raise doc.fail(m["systems"][1] if "systems" in m else root,
                                f"{system} with {Path(w).name} and {Path(f).name}: {why}")
@@ -184,14 +182,14 @@ def load_suite(path: Path) -> Suite:
         seeds = list(range(1, doc.integer(seeds_node, "seeds", 1, 1000) + 1))
     bugs: list[str | None] = []
     for n in opt("bugs", doc.seq, []):
-        b = doc.one_of(n, ("none", *seeded_bugs("raftkv")), "bug")
+        b = doc.one_of(n, ("none", *all_bugs()), "bug")
         bugs.append(None if b == "none" else b)
     bugs = bugs or [None]
     cells = [Cell(system, Path(w).stem if _builtin(w, "workloads") else w,
                   Path(f).stem if _builtin(f, "faults") else f, seed, bug, limit, nodes,
                   concurrency)
              for seed in seeds for system in systems for bug in bugs for w, f in pairs
-             if bug is None or system == "raftkv"]
+             if bug is None or bug in spec(system).bugs]
     return Suite(doc.string(m["name"][1], "name"), " ".join(
         doc.string(m["description"][1], "description").split()), str(path), budget, cells)
 

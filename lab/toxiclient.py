@@ -1,7 +1,7 @@
 """The lab's own async Toxiproxy client (trio, HTTP/1.1 keep-alive, no dependencies).
 
-``ToxiproxyClient("127.0.0.1:8474")`` speaks the Toxiproxy 2.x API
-(``shared/TOXIPROXY-API.md``) to our built-in server or a real ``toxiproxy-server``.
+``ToxiproxyClient("127.0.0.1:8474")`` speaks the Toxiproxy 2.x HTTP API (the one
+:mod:`lab.toxiproxy` serves) to our built-in server or a real ``toxiproxy-server``.
 Answers are decoded once, here, into :class:`Proxy` and :class:`Toxic`. Every non-2xx
 answer raises :class:`ToxiproxyError` with the server's status and ``error`` text; a
 server that cannot be reached (refused, reset, no answer within ``timeout``) raises its
@@ -10,6 +10,7 @@ subclass :class:`ToxiproxyUnavailable` (status 0).
 Up to ``max_connections`` requests run at once, each on its own kept-alive connection;
 idle connections are reused (a request that finds its reused connection closed by the
 server before any answer byte is retried once on a new one, as Go's client does).
+Answers are read by :mod:`lab.http1`.
 
 :func:`open_toxiproxy` finds or starts a server and cleans up after it.
 """
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +32,7 @@ from urllib.parse import quote
 import trio
 
 from lab import procs
+from lab.http1 import BadResponse, Closed, Connection, Response
 
 __all__ = [
     "Proxy",
@@ -42,8 +44,6 @@ __all__ = [
     "parse_addr",
 ]
 
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 64 * 1024 * 1024
 _IDLE_REUSE = 20.0  # servers drop idle API connections after 60 s; never reuse near that
 
 
@@ -119,90 +119,6 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-# --------------------------------------------------------------------------- HTTP
-
-
-@dataclass
-class _Conn:
-    stream: trio.SocketStream
-    buf: bytearray = field(default_factory=bytearray)
-    used: int = 0
-    idle_since: float = 0.0
-
-    async def _fill(self) -> bool:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            return False
-        self.buf += data
-        return True
-
-    async def read_head(self) -> bytes:
-        while (end := self.buf.find(b"\r\n\r\n")) < 0:
-            if len(self.buf) > _MAX_HEAD:
-                raise ToxiproxyUnavailable("answer head too large")
-            if not await self._fill():
-                raise _Closed(bool(self.buf))
-        head = bytes(self.buf[:end])
-        del self.buf[:end + 4]
-        return head
-
-    async def read_exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not await self._fill():
-                raise _Closed(True)
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def read_line(self) -> bytes:
-        while (end := self.buf.find(b"\r\n")) < 0:
-            if len(self.buf) > _MAX_HEAD or not await self._fill():
-                raise _Closed(True)
-        line = bytes(self.buf[:end])
-        del self.buf[:end + 2]
-        return line
-
-    async def read_chunked(self) -> bytes:
-        out = bytearray()
-        while True:
-            size_line = await self.read_line()
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise ToxiproxyUnavailable(f"bad chunk size {size_line!r}") from None
-            if size == 0:
-                while await self.read_line():  # trailers, up to the blank line
-                    pass
-                return bytes(out)
-            out += await self.read_exactly(size)
-            if len(out) > _MAX_BODY:
-                raise ToxiproxyUnavailable("answer body too large")
-            await self.read_exactly(2)
-
-    async def read_to_eof(self) -> bytes:
-        while await self._fill():
-            if len(self.buf) > _MAX_BODY:
-                raise ToxiproxyUnavailable("answer body too large")
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
-
-
-class _Closed(Exception):
-    """The server closed the connection; ``answered`` if any answer byte had arrived."""
-
-    def __init__(self, answered: bool) -> None:
-        super().__init__(answered)
-        self.answered = answered
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    keep_alive: bool
-
-
 class ToxiproxyClient:
     """Async client of one Toxiproxy server at ``addr`` (``"HOST:PORT"``).
 
@@ -217,7 +133,7 @@ class ToxiproxyClient:
         self.created: set[str] = set()
         self.server_pid: int | None = None  # set by open_toxiproxy for a server it started
         self._limiter = trio.CapacityLimiter(max_connections)
-        self._idle: list[_Conn] = []
+        self._idle: list[Connection] = []
 
     # ----------------------------------------------------------------- transport
 
@@ -233,15 +149,15 @@ class ToxiproxyClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self) -> Connection:
         try:
             stream = await trio.open_tcp_stream(self.host, self.port)
         except OSError as e:
             raise ToxiproxyUnavailable(
                 f"cannot connect to Toxiproxy at {self.addr}: {e.strerror or e}") from e
-        return _Conn(stream)
+        return Connection(stream)
 
-    async def _take_idle(self) -> _Conn | None:
+    async def _take_idle(self) -> Connection | None:
         while self._idle:
             conn = self._idle.pop()
             if trio.current_time() - conn.idle_since < _IDLE_REUSE:
@@ -277,18 +193,20 @@ class ToxiproxyClient:
             raise ToxiproxyUnavailable(
                 f"{method} {path}: answer is not JSON: {text[:200]!r}") from None
 
-    async def _exchange(self, method: str, raw: bytes) -> _Response:
+    async def _exchange(self, method: str, raw: bytes) -> Response:
         for _attempt in range(2):
             conn = await self._take_idle()
             reused = conn is not None
             if conn is None:
                 conn = await self._connect()
             try:
-                await conn.stream.send_all(raw)
-                response = await self._read_response(conn, method)
-            except (_Closed, trio.BrokenResourceError, OSError) as e:
+                response = await conn.exchange(raw, method)
+            except BadResponse as e:
                 await _close_quietly(conn.stream)
-                answered = isinstance(e, _Closed) and e.answered
+                raise ToxiproxyUnavailable(str(e)) from None
+            except (Closed, trio.BrokenResourceError, OSError) as e:
+                await _close_quietly(conn.stream)
+                answered = isinstance(e, Closed) and e.answered
                 if reused and not answered:
                     continue  # the server had dropped the idle connection: retry once
                 raise ToxiproxyUnavailable(
@@ -304,36 +222,6 @@ class ToxiproxyClient:
                 await _close_quietly(conn.stream)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _read_response(self, conn: _Conn, method: str) -> _Response:
-        while True:
-            head = (await conn.read_head()).decode("latin-1")
-            lines = head.split("\r\n")
-            parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                raise ToxiproxyUnavailable(f"not an HTTP answer: {lines[0][:100]!r}")
-            status = int(parts[1])
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if 100 <= status < 200:
-                continue  # 100 Continue and friends: the real answer follows
-            tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-            keep = "close" not in tokens and (parts[0] != "HTTP/1.0" or "keep-alive" in tokens)
-            if method == "HEAD" or status in (204, 304):
-                return _Response(status, b"", keep)
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                return _Response(status, await conn.read_chunked(), keep)
-            if "content-length" in headers:
-                try:
-                    length = int(headers["content-length"])
-                except ValueError:
-                    raise ToxiproxyUnavailable("bad Content-Length in answer") from None
-                if not 0 <= length <= _MAX_BODY:
-                    raise ToxiproxyUnavailable(f"answer body of {length} bytes")
-                return _Response(status, await conn.read_exactly(length), keep)
-            return _Response(status, await conn.read_to_eof(), False)
 
     # ----------------------------------------------------------------- API
 

@@ -33,9 +33,6 @@ from nodes.wal import WAL, WALError
 
 MAX_LINE = 1024 * 1024
 
-#: Bugs that live in the driver rather than the core.
-DRIVER_BUGS: frozenset[str] = frozenset()
-
 
 @dataclass
 class NodeOptions:
@@ -116,7 +113,7 @@ class Node:
             heartbeat_ticks=ticks(opts.heartbeat_ms),
             max_inflight=opts.max_inflight,
             max_batch=opts.max_append_entries,
-            bugs=frozenset(b for b in opts.bugs if b not in DRIVER_BUGS),
+            bugs=opts.bugs,
         )
         self.raft = Raft(cfg, hard_state=rec.hard_state, snapshot=rec.snapshot,
                          entries=rec.entries, rng=random.Random(opts.seed))

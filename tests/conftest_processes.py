@@ -26,9 +26,9 @@ from typing import Any
 
 import trio
 
-from lab.client import ConnectionLost, connect
 from lab.procs import descendants_alive, listening_ports
-from lab.raftkv import RaftkvCluster
+from lab.systems.raftkv.cluster import RaftkvCluster
+from lab.systems.raftkv.wire import ConnectionLost, connect
 
 #: Wall-clock bound of one test body (pytest-timeout's 300 s is the backstop).
 TEST_DEADLINE = 60.0

@@ -15,7 +15,7 @@ import pytest
 from lab.checker import MODELS
 from lab.cli import build_parser, main, validate
 from lab.exitcode import ExitCode
-from lab.systems import SYSTEMS, seeded_bugs
+from lab.systems import SYSTEMS, spec
 
 
 def cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
@@ -38,7 +38,7 @@ def test_unknown_bug_is_refused_before_anything_starts(tmp_path: Path, capsys: A
     assert code == ExitCode.BAD_INPUT and text == ""
     line = one_line(err)
     assert "--bug" in line and "'typo'" in line
-    assert all(bug in line for bug in seeded_bugs("raftkv")), line
+    assert all(bug in line for bug in spec("raftkv").bugs), line
     assert not out.exists(), "bad input must not start a run"
 
 
@@ -113,8 +113,8 @@ def test_usage_errors_are_one_line(capsys: Any) -> None:
 def test_seeded_bugs_are_raftkvs_own() -> None:
     from nodes.raft import CORE_BUGS  # the tests may look inside nodes; lab never does
 
-    assert set(seeded_bugs("raftkv")) == CORE_BUGS
-    assert seeded_bugs("etcd") == ()
+    assert set(spec("raftkv").bugs) == CORE_BUGS
+    assert spec("etcd").bugs == ()
 
 
 def test_toxiproxy_takes_toxiproxy_servers_own_flags() -> None:

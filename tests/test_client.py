@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from lab.client import ConnectionLost, connect
+from lab.systems.raftkv.wire import ConnectionLost, connect
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -211,7 +211,7 @@ def test_requests_of_one_round_leave_together_in_order(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests made in one scheduling round go out in one send, in the order they were
     made; each still gets its own answer."""
-    from lab.client import KVClient
+    from lab.systems.raftkv.wire import KVClient
 
     chunks: list[bytes] = []
     sends: list[int] = []  # bytes queued at each send
@@ -296,7 +296,7 @@ def test_a_member_that_stops_reading_gets_the_rest_when_it_reads_again(
             assert sorted(got) == [k + 65536 for k in range(100)]
             assert not c._out and not c.closed
 
-            monkeypatch.setattr("lab.client._MAX_UNSENT", 1_000_000)
+            monkeypatch.setattr("lab.systems.raftkv.wire._MAX_UNSENT", 1_000_000)
             go2 = trio.Event()
             lost: list[str] = []
 
@@ -362,7 +362,7 @@ def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> Non
     it, and nothing stays open once the workers are done."""
     import random
 
-    from lab.raftkv import RaftkvClient
+    from lab.systems.raftkv.client import RaftkvClient
 
     accepted: list[trio.SocketStream] = []
     hung_up: list[trio.SocketStream] = []  # connections the client closed

@@ -87,8 +87,8 @@ def test_a_member_that_voted_for_two_candidates_in_one_term_is_an_anomaly() -> N
 
 
 def test_votes_are_read_from_raftkv_member_logs_and_not_from_etcds(tmp_path: Path) -> None:
-    from lab.raftkv import read_votes
-    from lab.systems import Vote, votes_in_logs
+    from lab.systems import Vote, spec
+    from lab.systems.raftkv.logs import read_votes
 
     log = tmp_path / "nodes" / "n3" / "node.log"
     log.parent.mkdir(parents=True)
@@ -100,9 +100,9 @@ def test_votes_are_read_from_raftkv_member_logs_and_not_from_etcds(tmp_path: Pat
         '{"ts": 1.3, "node": "n3", "event": "vote", "term": 5, "candidate": "n2"}\n')
     want = [Vote("n3", 5, "n4", 2), Vote("n3", 5, "n2", 5)]
     assert read_votes("n3", log) == want
-    assert votes_in_logs("raftkv", tmp_path / "nodes") == want
+    assert spec("raftkv").votes(tmp_path / "nodes") == want
     # etcd logs a vote before it is on disk: a crash in between is no double vote
-    assert votes_in_logs("etcd", tmp_path / "nodes") is None
+    assert spec("etcd").votes(tmp_path / "nodes") is None
 
 
 def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path
 
 def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
     from lab.checker._cluster import commit_safety
-    from lab.systems import commit_conflicts_in_logs
+    from lab.systems import spec
 
     nodes = tmp_path / "nodes"
     (nodes / "n2").mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: 
         '"term": 9, "index": 24, "commit": 25}\n'
         '{"ts": 1.3, "node": "n2", "event": "committed-conflict", "leader": "n5", '
         '"term": 10, "index": 24, "commit": 25}\n')
-    found = commit_conflicts_in_logs("raftkv", nodes)
+    found = spec("raftkv").commit_conflicts(nodes)
     assert [(c.member, c.index, c.leader, c.term, c.line) for c in found] == [
         ("n2", 24, "n5", 9, 4), ("n2", 24, "n5", 10, 5)]
     [a] = commit_safety(found)  # one per member and index
@@ -152,9 +152,9 @@ def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: 
     (nodes / "n3" / "node.log").write_text(
         '{"level":"info","msg":"raft.node: 8e9e05c52164694d elected leader"}\n'
         '{"level":"panic","msg":"entry 7 conflict with committed entry [committed(8)]"}\n')
-    [c] = commit_conflicts_in_logs("etcd", nodes)
+    [c] = spec("etcd").commit_conflicts(nodes)
     assert (c.member, c.line, c.index) == ("n3", 2, 7) and "committed(8)" in c.text
-    assert commit_conflicts_in_logs("raftkv", tmp_path / "nowhere") == []
+    assert spec("raftkv").commit_conflicts(tmp_path / "nowhere") == []
 
 
 def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
@@ -180,7 +180,7 @@ def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
 
 def test_leaderships_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
     from lab.checker._cluster import leader_safety
-    from lab.systems import LeaderClaim, leader_claims_in_logs
+    from lab.systems import LeaderClaim, spec
 
     nodes = tmp_path / "nodes"
     for n in ("n1", "n2"):
@@ -192,7 +192,7 @@ def test_leaderships_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
     (nodes / "n2" / "node.log").write_text(
         '{"ts": 2, "node": "n2", "event": "role", "role": "leader", "term": 5, '
         '"leader": "n2"}\n')
-    claims = leader_claims_in_logs("raftkv", nodes)
+    claims = spec("raftkv").leader_claims(nodes)
     assert claims == [LeaderClaim("n1", 4, 1), LeaderClaim("n2", 5, 1)]
     assert leader_safety(claims) == []
     (nodes / "n2" / "node.log").write_text(
@@ -201,7 +201,7 @@ def test_leaderships_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
     (nodes / "n1" / "node.log").write_text(
         '{"level":"info","msg":"ec70 became follower at term 5"}\n'
         '{"level":"info","msg":"ec70 became leader at term 5"}\n')
-    claims = leader_claims_in_logs("etcd", nodes)
+    claims = spec("etcd").leader_claims(nodes)
     assert claims == [LeaderClaim("n1", 5, 2), LeaderClaim("n2", 5, 1)]
     [a] = leader_safety(claims)
     assert (a["type"], a["term"], a["leaders"]) == ("two-leaders-in-one-term", 5, ["n1", "n2"])

@@ -1,4 +1,4 @@
-"""The etcd adapter (``lab/etcd.py``): real etcd 3.4 members wired through the built-in
+"""The etcd adapter (``lab/systems/etcd/``): real etcd 3.4 members wired through the built-in
 proxy server, one proxy per directed link, and its client driver.
 
 * The client driver's outcome mapping runs against a scripted stand-in for etcd's JSON
@@ -36,10 +36,12 @@ import pytest
 import trio
 
 from lab import topology as T
-from lab.etcd import EtcdClient, EtcdCluster, check_options, problem
 from lab.network import Network
 from lab.procs import descendants_alive, listening_ports
-from lab.systems import STATUS_FIELDS, make_system, system_problem
+from lab.systems import STATUS_FIELDS, make_system, spec
+from lab.systems.etcd import problem
+from lab.systems.etcd.client import EtcdClient
+from lab.systems.etcd.cluster import EtcdCluster, check_options
 from lab.toxiclient import open_toxiproxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +84,8 @@ def test_options_are_checked_with_one_line_messages(tmp_path: Path) -> None:
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="only in raftkv"):
         make_system("etcd", tmp_path, 3, bugs=["early-ack"])
-    assert system_problem("raftkv", "bank") is None
-    msg = system_problem("etcd", "graph")
+    assert spec("raftkv").problem("bank") is None
+    msg = spec("etcd").problem("graph")
     assert msg is not None and "no client driver for model 'graph'" in msg
 
 

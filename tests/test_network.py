@@ -26,7 +26,7 @@ from conftest_processes import request, running, statuses, wait_for, wait_leader
 from lab import topology as T
 from lab.network import Network
 from lab.procs import descendants_alive, free_ports, listening_ports
-from lab.raftkv import RaftkvCluster
+from lab.systems.raftkv.cluster import RaftkvCluster
 from lab.toxiclient import (
     ToxiproxyClient,
     ToxiproxyError,

@@ -34,7 +34,7 @@ from conftest_processes import (
     write_all,
 )
 
-from lab.raftkv import RaftkvCluster
+from lab.systems.raftkv.cluster import RaftkvCluster
 
 pytestmark = pytest.mark.processes
 

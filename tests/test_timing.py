@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.scenario import ScenarioError, load_faults
-from lab.systems import make_system, timing_problem
+from lab.systems import make_system, spec, timing_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "name: fast\ndescription: quick elections\n"
@@ -52,10 +52,11 @@ def test_raftkv_members_get_the_timing(tmp_path: Path) -> None:
 
 
 def test_half_a_timing_is_checked_against_the_systems_default() -> None:
-    assert timing_problem("raftkv", 300, None) is None  # raftkv's heartbeat is 50 ms
-    assert "under 5 x the heartbeat of 100 ms" in str(timing_problem("etcd", 300, None))
-    assert timing_problem("etcd", 300, 50) is None
-    assert timing_problem("etcd", None, None) is None
+    raftkv, etcd = spec("raftkv"), spec("etcd")
+    assert timing_problem(raftkv, 300, None) is None  # raftkv's heartbeat is 50 ms
+    assert "at least 5 x heartbeat (100 ms)" in str(timing_problem(etcd, 300, None))
+    assert timing_problem(etcd, 300, 50) is None
+    assert timing_problem(etcd, None, None) is None
 
 
 def test_a_timing_the_system_cannot_take_is_bad_input(tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 Three checks of Raft's safety rules, none of which a client can always see:
 :func:`election_safety` over the status polls (systems whose status gives the current
-term: raftkv) and :func:`leader_safety` over the leaderships the members logged (raftkv
-and etcd; see ``lab.systems.leader_claims_in_logs``), :func:`vote_safety` over
-the votes the members logged once cast (raftkv; see ``lab.systems.votes_in_logs``) and
-:func:`commit_safety` over the committed-entry conflicts the members logged (raftkv and
-etcd; see ``lab.systems.commit_conflicts_in_logs``).
+term: ``SystemSpec.status_term_is_current``) and :func:`leader_safety` over the
+leaderships the members logged (``SystemSpec.leader_claims``), :func:`vote_safety` over
+the votes the members logged once cast (``SystemSpec.votes``) and :func:`commit_safety`
+over the committed-entry conflicts the members logged (``SystemSpec.commit_conflicts``;
+the spec is :class:`lab.systems.types.SystemSpec`).
 
 Raft's *election safety* -- at most one leader per term -- is not something a client can
 always see (two leaders of one term may never serve conflicting answers to the lab's
@@ -72,7 +72,7 @@ def _two_leaders(term: int, nodes: list[str], seen: str) -> dict[str, Any]:
 
 
 def vote_safety(votes: Iterable[Any]) -> list[dict[str, Any]]:
-    """Anomalies (``type`` ``double-vote``) from logged votes (:class:`lab.systems.Vote`):
+    """Anomalies (``type`` ``double-vote``) from logged votes (:class:`lab.systems.types.Vote`):
     a member that voted for two candidates in one term forgot a vote it gave -- Raft
     writes ``votedFor`` to disk before answering, so that a restart cannot undo it."""
     given: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)  # -> candidate -> line
@@ -101,7 +101,7 @@ def vote_safety(votes: Iterable[Any]) -> list[dict[str, Any]]:
 
 def commit_safety(conflicts: Iterable[Any]) -> list[dict[str, Any]]:
     """Anomalies (``type`` ``committed-entry-conflict``) from the committed-entry
-    conflicts members logged (:class:`lab.systems.CommitConflict`), one per member and
+    conflicts members logged (:class:`lab.systems.types.CommitConflict`), one per member and
     index. A member holds an entry as committed only once a leader said so, and in a
     correct cluster every later leader has that very entry (leader completeness); a
     leader with a different one means a committed entry was lost (Raft paper, Figure 8)
@@ -131,7 +131,7 @@ def commit_safety(conflicts: Iterable[Any]) -> list[dict[str, Any]]:
 
 def leader_safety(claims: Iterable[Any]) -> list[dict[str, Any]]:
     """Anomalies (``type`` ``two-leaders-in-one-term``) from the leaderships members
-    logged (:class:`lab.systems.LeaderClaim`): two members that each became the leader
+    logged (:class:`lab.systems.types.LeaderClaim`): two members that each became the leader
     of one term."""
     by_term: dict[int, dict[str, int]] = defaultdict(dict)  # term -> member -> first line
     for c in claims:

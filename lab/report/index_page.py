@@ -35,6 +35,7 @@ from lab.report.run_page import (
     _write_atomically,
     summarize_run,
 )
+from lab.systems import DEFAULT_SYSTEM
 
 INDEX = "index.html"
 MIN_DEPTH, MAX_DEPTH = 2, 4
@@ -180,13 +181,14 @@ class Pair:
     workload: str
     faults: str
     runs: list[dict[str, Any]]
-    system: str = "raftkv"
+    system: str = DEFAULT_SYSTEM
     bugs: str = ""  # seeded bugs of these runs (a strip never mixes them with correct runs)
 
     @property
     def variant(self) -> str:
-        """The system (when not raftkv) and seeded bugs that set this group apart."""
-        parts = [] if self.system == "raftkv" else [self.system]
+        """The system (when not the default one) and seeded bugs that set this group
+        apart."""
+        parts = [] if self.system == DEFAULT_SYSTEM else [self.system]
         return " ".join(parts + ([f"+{self.bugs}"] if self.bugs else []))
 
     @property
@@ -214,7 +216,7 @@ def pairs(rows: list[dict[str, Any]]) -> list[Pair]:
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in sorted(rows, key=lambda r: (r.get("started") or 0, r["rel"])):
         key = (str(r.get("workload") or "?"), str(r.get("faults") or "no faults"),
-               str(r.get("system") or "raftkv"), ",".join(r.get("bugs") or []))
+               str(r.get("system") or DEFAULT_SYSTEM), ",".join(r.get("bugs") or []))
         groups.setdefault(key, []).append(r)
     return [Pair(w, f, runs, sy, b) for (w, f, sy, b), runs in sorted(groups.items())]
 

@@ -22,6 +22,7 @@ from lab.report import plots, table
 from lab.report.analysis import Facts, Impact, analyse
 from lab.report.anomalies import CheckerView, checker_views
 from lab.report.rundir import RunData, load_run
+from lab.systems import DEFAULT_SYSTEM
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUMMARY = "summary.json"
@@ -94,7 +95,7 @@ def summary(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str
         "run_dir": str(run.path),
         "started": started,
         "started_text": _local_time(started),
-        "system": run.setting("system", "raftkv"),
+        "system": run.setting("system", DEFAULT_SYSTEM),
         "workload": run.setting("workload"),
         "faults": run.setting("faults"),
         "seed": run.setting("seed"),
@@ -256,7 +257,7 @@ def _section(scenario: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _system(run: RunData) -> str:
-    system = str(run.setting("system", "raftkv"))
+    system = str(run.setting("system", DEFAULT_SYSTEM))
     version = run.results.get("system_version")
     if version:
         return str(version) if str(version).startswith(system) else f"{system} {version}"

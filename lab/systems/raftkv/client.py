@@ -1,103 +1,15 @@
-"""The raftkv system adapter: how the lab starts, stops, kills and finds raftkv members.
-
-The lab never imports ``nodes``: members are OS processes (``python -m nodes``) reached
-over TCP, exactly like any other system under test.
-"""
+"""raftkv's client driver: the lab's operations as raftkv requests (``nodes/PROTOCOL.md``),
+and raftkv's answers as ok / fail / info."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
 
-from lab import procs
-from lab.client import ConnectionLost, KVClient, connect, open_client
-from lab.systems import Completion, Vote
-
-Address = tuple[str, int]
-
-
-@dataclass
-class Member:
-    id: str
-    peer: Address  # where it listens for peers
-    client: Address  # where it listens for clients
-    data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-
-@dataclass
-class RaftkvCluster(procs.MemberProcesses):
-    """N raftkv members on loopback. ``dial(i, j)`` says which address member i uses to
-    reach member j (the member itself by default; a proxy of the directed link i->j in
-    the lab)."""
-
-    base_dir: Path
-    size: int = 3
-    bugs: Sequence[str] = ()
-    fsync: bool = True
-    extra_args: Sequence[str] = ()
-    host: str = "127.0.0.1"
-    dial: Callable[[str, str], Address] | None = None
-    members: dict[str, Member] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        ports = procs.free_ports(2 * self.size, self.host)
-        for k in range(self.size):
-            mid = f"n{k + 1}"
-            d = self.base_dir / mid
-            self.members[mid] = Member(mid, (self.host, ports[2 * k]),
-                                       (self.host, ports[2 * k + 1]), d / "data", d / "node.log")
-
-    def version(self) -> str:
-        return "raftkv (this checkout)"
-
-    def proxy_listen(self, src: str, dst: str) -> Address | None:
-        return None  # raftkv is told every peer's address: any free port will do
-
-    def argv(self, mid: str) -> list[str]:
-        m = self.members[mid]
-        dial = self.dial or (lambda _i, j: self.members[j].peer)
-        argv = [sys.executable, "-m", "nodes", "--id", mid, "--data-dir", str(m.data_dir),
-                "--peer-listen", f"{m.peer[0]}:{m.peer[1]}",
-                "--client-listen", f"{m.client[0]}:{m.client[1]}"]
-        for other in self.members.values():
-            if other.id != mid:
-                h, p = dial(mid, other.id)
-                argv += ["--peer", f"{other.id}={h}:{p}",
-                         "--peer-client", f"{other.id}={other.client[0]}:{other.client[1]}"]
-        for b in self.bugs:
-            argv += ["--bug", b]
-        if not self.fsync:
-            argv.append("--unsafe-no-fsync")
-        return argv + list(self.extra_args)
-
-    async def stop_all(self) -> None:
-        await self.stop_members()
-
-    async def request(self, mid: str, req: dict[str, Any], timeout: float = 2.0
-                      ) -> dict[str, Any] | None:
-        """One request to one member; None if it could not be reached in time."""
-        try:
-            with trio.fail_after(timeout):
-                async with connect(*self.members[mid].client, timeout=timeout) as c:
-                    return await c.call(req, timeout=timeout)
-        except (OSError, ConnectionLost, trio.TooSlowError):
-            return None
-
-    async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
-        return await self.request(mid, {"op": "status"}, timeout) if self.alive(mid) else None
-
-
-# --------------------------------------------------------------------------- client driver
+from lab.systems.raftkv.wire import ConnectionLost, KVClient, open_client
+from lab.systems.types import Address, Completion
 
 
 class Connections:
@@ -134,7 +46,7 @@ class Connections:
             c.close()
 
 
-_SHARED: trio.lowlevel.RunVar[Connections] = trio.lowlevel.RunVar("lab.raftkv.shared")
+_SHARED: trio.lowlevel.RunVar[Connections] = trio.lowlevel.RunVar("lab.systems.raftkv.shared")
 
 
 def shared_connections() -> Connections:
@@ -238,7 +150,8 @@ class RaftkvClient:
         return ids[(ids.index(node) + 1) % len(ids)]
 
     async def invoke(self, model: str, f: str, key: Any, value: Any) -> Completion:
-        """Run one operation of the given model (Jepsen shapes, DESIGN.md)."""
+        """Run one operation of the given model (Jepsen's shapes: ``f``, ``key`` and
+        ``value`` as the workload generates them)."""
         if model in ("register", "cas-register"):
             if f == "read":
                 return await self.request({"op": "read", "key": key}, idempotent=True)
@@ -296,26 +209,3 @@ class RaftkvClient:
                                                        ["cas", dst, [b, b + amount]]]},
                                idempotent=False)
         return Completion(c.type, value, c.error, c.node)
-
-
-def log_events(log: Path, event: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, record)`` for every JSON record ``{"event": event, ...}`` in a
-    raftkv member's log; other lines (torn, foreign, other events) are skipped."""
-    needle = f'"{event}"'
-    with open(log, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if needle not in line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("event") == event:
-                yield n, rec
-
-
-def read_votes(member: str, log: Path) -> list[Vote]:
-    """The votes a raftkv member logged (``{"event": "vote", "term": T, "candidate": C}``,
-    self-votes included); lines that are not such records are skipped."""
-    return [Vote(member, rec["term"], rec["candidate"], n) for n, rec in log_events(log, "vote")
-            if type(rec.get("term")) is int and isinstance(rec.get("candidate"), str)]

@@ -134,7 +134,7 @@ class _Io:
             self._ep.close()
 
 
-_IO: trio.lowlevel.RunVar[_Io] = trio.lowlevel.RunVar("lab.client.io")
+_IO: trio.lowlevel.RunVar[_Io] = trio.lowlevel.RunVar("lab.systems.raftkv.wire.io")
 
 
 def _io() -> _Io:
@@ -145,9 +145,9 @@ def _io() -> _Io:
     except LookupError:
         io = _Io()
         _IO.set(io)
-        trio.lowlevel.spawn_system_task(io.run, name="lab.client answers")
-        trio.lowlevel.spawn_system_task(io.flush, name="lab.client sends")
-        trio.lowlevel.spawn_system_task(io.expire, name="lab.client timeouts")
+        trio.lowlevel.spawn_system_task(io.run, name="raftkv wire: answers")
+        trio.lowlevel.spawn_system_task(io.flush, name="raftkv wire: sends")
+        trio.lowlevel.spawn_system_task(io.expire, name="raftkv wire: timeouts")
         return io
 
 

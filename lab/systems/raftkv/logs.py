@@ -1,0 +1,62 @@
+"""What raftkv members say in their logs (JSON lines, ``nodes/PROTOCOL.md``): the votes,
+leaderships and committed-entry conflicts the cluster checks read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lab.systems.types import CommitConflict, LeaderClaim, Vote, member_logs
+
+
+def log_events(log: Path, event: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for every JSON record ``{"event": event, ...}`` in a
+    raftkv member's log; other lines (torn, foreign, other events) are skipped."""
+    needle = f'"{event}"'
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if needle not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("event") == event:
+                yield n, rec
+
+
+def read_votes(member: str, log: Path) -> list[Vote]:
+    """The votes a raftkv member logged (``{"event": "vote", "term": T, "candidate": C}``,
+    self-votes included); lines that are not such records are skipped."""
+    return [Vote(member, rec["term"], rec["candidate"], n) for n, rec in log_events(log, "vote")
+            if type(rec.get("term")) is int and isinstance(rec.get("candidate"), str)]
+
+
+def votes(nodes_dir: Path) -> list[Vote]:
+    """Every vote the members of a run logged, in log order per member. raftkv logs a
+    vote when its answer is sent, so once it is on disk: a logged vote was given."""
+    return [v for member, log in member_logs(nodes_dir) for v in read_votes(member, log)]
+
+
+def commit_conflicts(nodes_dir: Path) -> list[CommitConflict]:
+    """Every ``committed-conflict`` event the members of a run logged."""
+    out: list[CommitConflict] = []
+    for member, log in member_logs(nodes_dir):
+        for n, rec in log_events(log, "committed-conflict"):
+            index, leader, term = rec.get("index"), rec.get("leader"), rec.get("term")
+            out.append(CommitConflict(
+                member, index if type(index) is int else None,
+                leader if isinstance(leader, str) else None,
+                term if type(term) is int else None, n,
+                f"leader {leader} of term {term} sent an entry at index {index}, which "
+                f"it holds as committed (commit index {rec.get('commit')})"))
+    return out
+
+
+def leader_claims(nodes_dir: Path) -> list[LeaderClaim]:
+    """Every ``role`` event with ``role: leader`` the members of a run logged."""
+    return [LeaderClaim(member, rec["term"], n) for member, log in member_logs(nodes_dir)
+            for n, rec in log_events(log, "role")
+            if rec.get("role") == "leader" and type(rec.get("term")) is int]

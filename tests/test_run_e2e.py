@@ -768,16 +768,18 @@ def test_fault_scenario_runs(tmp_path: Path, fault: str) -> None:
     allowed = {s.action for s in sc.schedule} | set(sc.random.actions if sc.random else ())
     started = [s for s in sched if s["phase"] == "start"]
     assert started and {s["action"] for s in started} <= allowed, sched
-    # timed steps carry their file line and run at their offsets (history time counts
-    # from the run's start, the schedule's from the first leader: compare differences)
+    # timed steps carry their file line and run at their offsets, never early and in
+    # order (how late a busy machine makes them is not a property of the lab)
+    origin = run.results["schedule_origin_s"]
     timed = []
     for step in sc.schedule:
         recs = [s for s in started if s.get("step_line") == step.line]
         assert len(recs) == 1, (step, sched)
-        assert recs[0]["offset_s"] >= step.at
+        assert recs[0]["offset_s"] - origin >= step.at - 0.01, (step, recs[0], origin)
         timed.append((step.at, recs[0]["offset_s"]))
+    timed.sort()
     for (at0, off0), (at1, off1) in itertools.pairwise(timed):
-        assert abs((off1 - off0) - (at1 - at0)) < 1.0, timed
+        assert at0 == at1 or off0 <= off1, timed
     assert_final_reads(run, events, "register")
     # last, what the scenario's faults did to whom
     check_schedule(run, fault, [f"n{k}" for k in range(1, nodes + 1)])

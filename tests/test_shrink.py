@@ -315,10 +315,12 @@ def test_a_seeded_bug_failure_replays_and_shrinks(tmp_path: Path) -> None:
         assert results["initial_leader"] == leader
         again = faults_of(replay)
         assert [(a, n) for a, n, *_ in again] == [(a, n) for a, n, *_ in recorded]
+        # each at its recorded offset and for its recorded time: never earlier or
+        # shorter (how much later a busy machine makes it is not the lab's property)
         for (_, _, at0, for0), (_, _, at1, for1) in zip(recorded, again, strict=True):
-            assert abs(at1 - at0) < 0.5, (recorded, again)
+            assert at1 >= at0 - 0.05, (recorded, again)
             assert (for0 is None) == (for1 is None)
-            assert for0 is None or for1 is None or abs(for1 - for0) < 0.5, (recorded, again)
+            assert for0 is None or for1 is None or for1 >= for0 - 0.05, (recorded, again)
         if code == 1:
             break
     print(f"original {original} (exit 1); replays exited {replays}")

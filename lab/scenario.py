@@ -403,12 +403,20 @@ def _target(doc: YamlDoc, node: yaml.Node, what: str) -> tuple[str, ...]:
 
 
 def _sites(doc: YamlDoc, node: yaml.Node) -> list[list[str]]:
-    sites = []
+    """``[[n1, n2], [n3]]``: at least two non-empty sites that share no member (a member
+    in two sites would need two latencies on one link)."""
+    sites: list[list[str]] = []
+    seen: dict[str, int] = {}  # node id -> the index of the site that lists it
     for s in doc.seq(node, "sites"):
         ids = [doc.string(x, "a site's node") for x in doc.seq(s, "a site")]
         for x, xn in zip(ids, s.value, strict=True):
             if not _NODE_ID.match(x):
                 raise doc.fail(xn, f"a site lists node ids like n1, got {x!r}")
+            if x in seen:
+                where = ("twice in one site" if seen[x] == len(sites)
+                         else f"in site {seen[x]} and site {len(sites)}")
+                raise doc.fail(xn, f"sites must not share a member: {x} is listed {where}")
+            seen[x] = len(sites)
         if not ids:
             raise doc.fail(s, "a site needs at least one node")
         sites.append(ids)
@@ -545,6 +553,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
         leader, leader_line = doc.string(lnode, "initial_leader"), lnode.start_mark.line + 1
         if not _NODE_ID.match(leader):
             raise doc.fail(lnode, f"initial_leader must be a node id like n1, got {leader!r}")
+    _check_sites(doc, steps)
     election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
     options = parse_system_options(doc, m["system_options"][1]) if "system_options" in m else {}
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
@@ -552,6 +561,25 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
                          tuple(steps), rnd, leader, leader_line, election, heartbeat,
                          m["timing"][1].start_mark.line + 1 if "timing" in m else 0,
                          options)
+
+
+def _check_sites(doc: YamlDoc, steps: list[Step]) -> None:
+    """``isolate-site`` cuts off a site of the schedule's first ``datacenters`` step, which
+    must exist and have that site."""
+    dc = next((s for s in steps if s.action == "datacenters"), None)
+    for step in steps:
+        if step.action != "isolate-site":
+            continue
+        site = step.params["site"]
+        if dc is None:
+            raise ScenarioError(doc.path, step.line, f"isolate-site: site {site} does not "
+                                "exist: there is no datacenters step to define sites (add "
+                                "one to the schedule)")
+        n_sites = len(dc.params["sites"])
+        if site >= n_sites:
+            raise ScenarioError(doc.path, step.line, f"isolate-site: site {site} does not "
+                                f"exist (the datacenters step at line {dc.line} defines "
+                                f"{n_sites}: 0 to {n_sites - 1})")
 
 
 def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, int]]:
@@ -615,12 +643,6 @@ def check_members(f: FaultScenario, nodes: int) -> None:
             check(link, step.line, "a link")
         for site in step.params.get("sites", []):
             check(site, step.line, "a site")
-        if step.action == "isolate-site":
-            n_sites = next((len(s.params["sites"]) for s in f.schedule
-                            if s.action == "datacenters"), 0)
-            if step.params["site"] >= n_sites:
-                raise ScenarioError(f.path, step.line, f"isolate-site: site {step.params['site']}"
-                                    f" does not exist (a datacenters step defines {n_sites})")
     if f.random is not None:
         check(f.random.targets, f.random.line, "random.targets")
     if f.initial_leader is not None:

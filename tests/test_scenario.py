@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from lab.scenario import (
     ScenarioError,
+    check_members,
     json_schema,
     load_faults,
     load_workload,
@@ -172,6 +173,38 @@ FAULT_ERRORS = [
     ("name: x\ndescription: y\nsystem_options: [raftkv]\n", 3,
      "system_options must be a mapping"),
     ("- just\n- a list\n", 1, "a fault scenario must be a mapping"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: datacenters
+         sites:
+           - [n1, n2]
+           - [n3, n2]
+     """, 8, "sites must not share a member: n2 is listed in site 0 and site 1"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - {at: 1s, action: datacenters, sites: [[n1, n1], [n2]]}
+     """, 4, "sites must not share a member: n1 is listed twice in one site"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - {at: 1s, action: kill}
+       - {at: 2s, action: isolate-site, site: 0}
+     """, 5, "isolate-site: site 0 does not exist: there is no datacenters step to define "
+             "sites (add one to the schedule)"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - {at: 1s, action: datacenters, sites: [[n1, n2], [n3]]}
+       - {at: 2s, action: isolate-site, site: 2}
+     """, 5, "isolate-site: site 2 does not exist (the datacenters step at line 4 defines 2: "
+             "0 to 1)"),
     ("", 1, "the file is empty"),
     ("name: x\n", 1, "a fault scenario needs the key 'description'"),
 ]
@@ -242,6 +275,18 @@ def test_resolved_steps_keep_their_parameters(tmp_path: Path) -> None:
     assert dc.action == "datacenters" and dc.params["sites"] == [["n1", "n2"], ["n3", "n4"],
                                                                   ["n5"]]
     assert (cut.action, cut.params, cut.duration) == ("isolate-site", {"site": 0}, 6.0)
+
+
+def test_disjoint_sites_and_an_existing_site_load(tmp_path: Path) -> None:
+    f = load_faults(write(tmp_path, """\
+        name: x
+        description: y
+        schedule:
+          - {at: 1s, action: datacenters, sites: [[n1, n2], [n3]]}
+          - {at: 2s, action: isolate-site, site: 1}
+        """))
+    check_members(f, 3)
+    assert f.schedule[1].params == {"site": 1}
 
 
 def test_system_options_reach_only_their_system(tmp_path: Path) -> None:

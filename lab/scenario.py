@@ -71,6 +71,14 @@ TARGETS = ("leader", "follower", "followers", "random", "minority", "majority", 
 UNTARGETED = ("partition-halves", "partition-random-halves", "majority-ring", "bridge",
               "datacenters", "isolate-site", "cut-links", "heal")
 _NODE_ID = re.compile(r"^n[1-9][0-9]?$")
+#: Actions that cannot be made on a smaller cluster, with what they need. Every network
+#: action but ``cut-client`` acts on links between members, so it needs two of them.
+MIN_MEMBERS: dict[str, tuple[int, str]] = {
+    **{a: (2, "it acts on the links between members") for a in NETWORK_ACTIONS
+       if a != "cut-client"},
+    "majority-ring": (3, "every member must hear a different majority"),
+    "bridge": (3, "two sides and one member joining them"),
+}
 
 # Parameters an action may carry, besides at/action/target/for, with their kinds.
 ACTION_PARAMS: dict[str, dict[str, str]] = {
@@ -130,6 +138,7 @@ class RandomNemesis:
     targets: tuple[str, ...] = ("random",)
     start: float = 0.0
     stop: float | None = None  # None = until the end of the run
+    action_lines: tuple[int, ...] = ()  # the line of each of ``actions`` in the file
 
 
 @dataclass(frozen=True)
@@ -537,6 +546,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
             interval=doc.pair(rm["interval"][1], "random.interval", doc.duration),
             duration=doc.pair(rm["duration"][1], "random.duration", doc.duration),
             actions=actions,
+            action_lines=tuple(a.start_mark.line + 1 for a in rm["actions"][1].value),
             targets=_target(doc, rm["targets"][1], "random.targets") if "targets" in rm
             else ("random",),
             start=start,
@@ -627,8 +637,17 @@ def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
 
 
 def check_members(f: FaultScenario, nodes: int) -> None:
-    """Every node id a scenario names must exist in a cluster of ``nodes`` members."""
+    """Every node id a scenario names must exist in a cluster of ``nodes`` members, and
+    every action (of the schedule and of ``random``) must be possible with that many
+    (:data:`MIN_MEMBERS`)."""
     members = {f"n{k}" for k in range(1, nodes + 1)}
+
+    def enough(action: str, line: int, where: str) -> None:
+        need, why = MIN_MEMBERS.get(action, (1, ""))
+        if nodes < need:
+            raise ScenarioError(f.path, line, f"{where}'{action}' needs at least {need} "
+                                              f"members ({why}), but the cluster has only "
+                                              f"{nodes} (run with --nodes {need} or more)")
 
     def check(ids: Any, line: int, what: str) -> None:
         for x in ids:
@@ -637,6 +656,7 @@ def check_members(f: FaultScenario, nodes: int) -> None:
                                                   f"{nodes} members (n1..n{nodes})")
 
     for step in f.schedule:
+        enough(step.action, step.line, "action ")
         check(step.target, step.line, "target")
         check(step.params.get("to", ()), step.line, "cut.to")
         for link in step.params.get("links", []):
@@ -644,7 +664,12 @@ def check_members(f: FaultScenario, nodes: int) -> None:
         for site in step.params.get("sites", []):
             check(site, step.line, "a site")
     if f.random is not None:
-        check(f.random.targets, f.random.line, "random.targets")
+        r = f.random
+        lines = r.action_lines if len(r.action_lines) == len(r.actions) else \
+            (r.line,) * len(r.actions)
+        for action, line in zip(r.actions, lines, strict=True):
+            enough(action, line, "random action ")
+        check(r.targets, r.line, "random.targets")
     if f.initial_leader is not None:
         check([f.initial_leader], f.initial_leader_line, "initial_leader")
 

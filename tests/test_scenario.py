@@ -333,3 +333,75 @@ def test_arbitrary_yaml_gives_a_scenario_or_one_clear_error(tmp_path_factory: ob
             loader(p)
         except ScenarioError as e:
             assert str(e).startswith(f"{p}:") and "\n" not in str(e)
+
+
+MEMBER_ERRORS = [
+    # (scenario body after name/description, --nodes, line, message)
+    ("schedule:\n  - {at: 1s, action: bridge}\n", 2, 4,
+     "action 'bridge' needs at least 3 members (two sides and one member joining them), but "
+     "the cluster has only 2 (run with --nodes 3 or more)"),
+    ("schedule:\n  - {at: 1s, action: majority-ring, for: 2s}\n", 2, 4,
+     "action 'majority-ring' needs at least 3 members (every member must hear a different "
+     "majority), but the cluster has only 2 (run with --nodes 3 or more)"),
+    ("schedule:\n  - {at: 1s, action: partition-halves}\n", 1, 4,
+     "action 'partition-halves' needs at least 2 members (it acts on the links between "
+     "members), but the cluster has only 1 (run with --nodes 2 or more)"),
+    ("schedule:\n  - {at: 1s, action: kill}\n  - {at: 2s, action: isolate, target: n1}\n",
+     1, 5, "action 'isolate' needs at least 2 members"),
+    ("schedule:\n  - {at: 1s, action: latency, target: leader}\n", 1, 4,
+     "action 'latency' needs at least 2 members"),
+    ("random:\n  interval: [1s, 2s]\n  duration: [1s, 2s]\n  actions:\n    - kill\n"
+     "    - bridge\n", 2, 8,
+     "random action 'bridge' needs at least 3 members (two sides and one member joining "
+     "them), but the cluster has only 2 (run with --nodes 3 or more)"),
+    ("random: {interval: [1s, 2s], duration: [1s, 2s], actions: [pause, isolate]}\n", 1, 3,
+     "random action 'isolate' needs at least 2 members"),
+    ("schedule:\n  - {at: 1s, action: datacenters, sites: [[n1, n2], [n3, n4]]}\n", 3, 4,
+     "a site names n4, but the cluster has only 3 members (n1..n3)"),
+]
+
+
+@pytest.mark.parametrize("body,nodes,line,message", MEMBER_ERRORS)
+def test_actions_the_cluster_size_rules_out_are_refused_before_the_run(
+        tmp_path: Path, body: str, nodes: int, line: int, message: str) -> None:
+    p = write(tmp_path, "name: x\ndescription: y\n" + body)
+    f = load_faults(p)  # valid on its own: only the cluster size rules it out
+    with pytest.raises(ScenarioError) as e:
+        check_members(f, nodes)
+    assert str(e.value).startswith(f"{p}:{line}: "), str(e.value)
+    assert message in e.value.message, str(e.value)
+    check_members(f, 5)
+
+
+@pytest.mark.parametrize("body,nodes", [
+    ("schedule:\n  - {at: 1s, action: bridge}\n", 3),
+    ("schedule:\n  - {at: 1s, action: majority-ring}\n", 3),
+    ("schedule:\n  - {at: 1s, action: partition-halves}\n", 2),
+    ("schedule:\n  - {at: 1s, action: cut-client, target: n1}\n", 1),
+    ("schedule:\n  - {at: 1s, action: restart, target: all}\n", 1),
+    ("random: {interval: [1s, 2s], duration: [1s, 2s], actions: [kill, pause, cut-client]}\n",
+     1),
+])
+def test_actions_the_cluster_size_allows_pass(tmp_path: Path, body: str, nodes: int) -> None:
+    check_members(load_faults(write(tmp_path, "name: x\ndescription: y\n" + body)), nodes)
+
+
+def test_the_cli_refuses_a_bridge_on_two_nodes_with_exit_2(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    from lab.cli import main
+
+    p = write(tmp_path, """\
+        name: x
+        description: y
+        schedule:
+          - at: 1s
+            action: bridge
+            for: 2s
+        """)
+    code = main(["run", str(ROOT / "workloads" / "register.yaml"), str(p), "--nodes", "2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"raftlab: {p}:4: action 'bridge' needs at least 3 members (two sides and one member "
+        "joining them), but the cluster has only 2 (run with --nodes 3 or more)"]

@@ -555,8 +555,9 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
         if rnd.interval[1] <= 0:
             raise doc.fail(rm["interval"][1], "random.interval must allow a pause above zero")
     if not steps and rnd is None and "schedule" in m:
-        raise doc.fail(m["schedule"][1], "schedule is empty (write 'schedule: []' only with "
-                                         "'random', or name the scenario 'none')")
+        raise doc.fail(m["schedule"][1], "schedule is empty: add a step, or remove the "
+                                         "'schedule' key for a scenario without faults "
+                                         "('schedule: []' is allowed only with 'random')")
     leader, leader_line = None, 0
     if "initial_leader" in m:
         lnode = m["initial_leader"][1]

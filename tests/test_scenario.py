@@ -81,6 +81,9 @@ FAULT_ERRORS = [
      description: y
      schedul: []
      """, 3, "unknown key 'schedul' in a fault scenario"),
+    ("name: x\ndescription: y\nschedule: []\n", 3,
+     "schedule is empty: add a step, or remove the 'schedule' key for a scenario without "
+     "faults ('schedule: []' is allowed only with 'random')"),
     ("""\
      name: x
      description: y
@@ -252,6 +255,12 @@ def test_workload_file_errors_name_the_file_and_line(tmp_path: Path, text: str, 
 def test_a_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="no such file"):
         load_faults(tmp_path / "nope.yaml")
+
+
+def test_a_scenario_without_a_schedule_key_is_valid(tmp_path: Path) -> None:
+    """What the empty-schedule message tells you to do works."""
+    f = load_faults(write(tmp_path, "name: x\ndescription: y\n"))
+    assert (f.schedule, f.random) == ((), None)
 
 
 def test_run_time_limit_overrides_the_files_own(tmp_path: Path) -> None:

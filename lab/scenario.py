@@ -366,6 +366,8 @@ def load_workload(path: Path) -> Workload:
         kw["value_max"] = doc.integer(vm["max"][1], "values.max", -(2**31))
         if kw["value_max"] < kw["value_min"]:
             raise doc.fail(vm["max"][1], "values.max is below values.min")
+    elif model == "counter":
+        kw["value_min"] = 1  # increments of 1 to 9 (registers: values 0 to 9)
     if "txn" in m:
         tm = doc.mapping(get("txn"), "txn")
         doc.check_keys(tm, ("min_ops", "max_ops"), (), "txn", get("txn"))
@@ -383,6 +385,11 @@ def load_workload(path: Path) -> Workload:
         doc.check_keys(fm, ("reads", "settle"), (), "final", get("final"))
         if "reads" in fm:
             kw["final_reads"] = doc.boolean(fm["reads"][1], "final.reads")
+            if model == "set" and not kw["final_reads"]:
+                raise doc.fail(fm["reads"][1], "final.reads: false cannot go with the set "
+                                               "model: the set checker needs the final read "
+                                               "(the only read of a set run), so the verdict "
+                                               "would always be unknown")
         if "settle" in fm:
             kw["settle"] = doc.duration(fm["settle"][1], "final.settle")
     return Workload(**kw)

@@ -18,6 +18,7 @@ from lab.scenario import (
     load_workload,
     parse_duration,
 )
+from lab.workload import Generator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -240,6 +241,9 @@ WORKLOAD_ERRORS = [
      "final.reads must be true or false"),
     ("name: w\ndescription: d\nmodel: register\nconnections: per-clients\n", 4,
      "unknown connections 'per-clients' (expected one of: shared, per-client)"),
+    ("name: w\ndescription: d\nmodel: set\nfinal:\n  settle: 2s\n  reads: false\n", 6,
+     "final.reads: false cannot go with the set model: the set checker needs the final read "
+     "(the only read of a set run), so the verdict would always be unknown"),
 ]
 
 
@@ -252,6 +256,29 @@ def test_workload_file_errors_name_the_file_and_line(tmp_path: Path, text: str, 
     assert (e.value.line, message in e.value.message) == (line, True), str(e.value)
 
 
+def _adds(text: str, tmp_path: Path) -> list[int]:
+    import random
+
+    w = load_workload(write(tmp_path, "name: w\ndescription: d\nmodel: counter\n"
+                                      "mix: {add: 1}\n" + text))
+    g = Generator(w, random.Random(3))
+    return [g.next_op().value for _ in range(2000)]
+
+
+def test_the_counter_draws_increments_from_values_min_to_max(tmp_path: Path) -> None:
+    assert set(_adds("values: {min: 3, max: 5}\n", tmp_path)) == {3, 4, 5}
+    assert set(_adds("values: {min: -2, max: 1}\n", tmp_path)) == {-2, -1, 0, 1}
+    assert set(_adds("", tmp_path)) == set(range(1, 10))  # default: 1 to 9
+    assert set(_adds("values: {min: 1, max: 5}\n", tmp_path)) == {1, 2, 3, 4, 5}
+
+
+def test_a_set_workload_keeps_its_final_read(tmp_path: Path) -> None:
+    w = load_workload(write(tmp_path, "name: w\ndescription: d\nmodel: set\n"
+                                      "final: {reads: true}\n"))
+    assert w.final_reads
+    w = load_workload(write(tmp_path, "name: w\ndescription: d\nmodel: counter\n"
+                                      "final: {reads: false}\n"))
+    assert not w.final_reads  # other models may skip it
 def test_a_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="no such file"):
         load_faults(tmp_path / "nope.yaml")

@@ -59,6 +59,7 @@ class Nemesis:
         self.history = history
         self.rng = rng
         self.leader = leader
+        self.restart_delay = restart_delay  # seconds between a restart's stop and start
         self.nodes = list(cluster.members)
         self._log: IO[str] = open(schedule_path, "a", encoding="utf-8")  # noqa: SIM115
         self._active: dict[int, ActiveFault] = {}
@@ -197,7 +198,19 @@ class Nemesis:
                 self.down.add(n)
                 self.paused.discard(n)
             return self._restarter(nodes)
-        if action in ("restart", "start"):
+        if action == "start":  # only members that are not running
+            for n in nodes:
+                if not c.alive(n):
+                    c.start(n)
+                self.down.discard(n)
+            return nothing
+        if action == "restart":  # stop each running member cleanly, then start them all
+            for n in nodes:
+                if c.alive(n):
+                    await c.stop(n)  # SIGCONT, SIGTERM; SIGKILL after the grace period
+                self.paused.discard(n)
+            if self.restart_delay > 0:
+                await trio.sleep(self.restart_delay)
             for n in nodes:
                 if not c.alive(n):
                     c.start(n)

@@ -67,6 +67,14 @@ TARGETS = ("leader", "follower", "followers", "random", "minority", "majority", 
 UNTARGETED = ("partition-halves", "partition-random-halves", "majority-ring", "bridge",
               "datacenters", "isolate-site", "cut-links", "heal")
 _NODE_ID = re.compile(r"^n[1-9][0-9]?$")
+#: Actions that cannot be made on a smaller cluster, with what they need. Every network
+#: action but ``cut-client`` acts on links between members, so it needs two of them.
+MIN_MEMBERS: dict[str, tuple[int, str]] = {
+    **{a: (2, "it acts on the links between members") for a in NETWORK_ACTIONS
+       if a != "cut-client"},
+    "majority-ring": (3, "every member must hear a different majority"),
+    "bridge": (3, "two sides and one member joining them"),
+}
 
 # Parameters an action may carry, besides at/action/target/for, with their kinds.
 ACTION_PARAMS: dict[str, dict[str, str]] = {
@@ -126,6 +134,7 @@ class RandomNemesis:
     targets: tuple[str, ...] = ("random",)
     start: float = 0.0
     stop: float | None = None  # None = until the end of the run
+    action_lines: tuple[int, ...] = ()  # the line of each of ``actions`` in the file
 
 
 @dataclass(frozen=True)
@@ -353,6 +362,8 @@ def load_workload(path: Path) -> Workload:
         kw["value_max"] = doc.integer(vm["max"][1], "values.max", -(2**31))
         if kw["value_max"] < kw["value_min"]:
             raise doc.fail(vm["max"][1], "values.max is below values.min")
+    elif model == "counter":
+        kw["value_min"] = 1  # increments of 1 to 9 (registers: values 0 to 9)
     if "txn" in m:
         tm = doc.mapping(get("txn"), "txn")
         doc.check_keys(tm, ("min_ops", "max_ops"), (), "txn", get("txn"))
@@ -370,6 +381,11 @@ def load_workload(path: Path) -> Workload:
         doc.check_keys(fm, ("reads", "settle"), (), "final", get("final"))
         if "reads" in fm:
             kw["final_reads"] = doc.boolean(fm["reads"][1], "final.reads")
+            if model == "set" and not kw["final_reads"]:
+                raise doc.fail(fm["reads"][1], "final.reads: false cannot go with the set "
+                                               "model: the set checker needs the final read "
+                                               "(the only read of a set run), so the verdict "
+                                               "would always be unknown")
         if "settle" in fm:
             kw["settle"] = doc.duration(fm["settle"][1], "final.settle")
     return Workload(**kw)
@@ -399,12 +415,20 @@ def _target(doc: YamlDoc, node: yaml.Node, what: str) -> tuple[str, ...]:
 
 
 def _sites(doc: YamlDoc, node: yaml.Node) -> list[list[str]]:
-    sites = []
+    """``[[n1, n2], [n3]]``: at least two non-empty sites that share no member (a member
+    in two sites would need two latencies on one link)."""
+    sites: list[list[str]] = []
+    seen: dict[str, int] = {}  # node id -> the index of the site that lists it
     for s in doc.seq(node, "sites"):
         ids = [doc.string(x, "a site's node") for x in doc.seq(s, "a site")]
         for x, xn in zip(ids, s.value, strict=True):
             if not _NODE_ID.match(x):
                 raise doc.fail(xn, f"a site lists node ids like n1, got {x!r}")
+            if x in seen:
+                where = ("twice in one site" if seen[x] == len(sites)
+                         else f"in site {seen[x]} and site {len(sites)}")
+                raise doc.fail(xn, f"sites must not share a member: {x} is listed {where}")
+            seen[x] = len(sites)
         if not ids:
             raise doc.fail(s, "a site needs at least one node")
         sites.append(ids)
@@ -525,6 +549,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
             interval=doc.pair(rm["interval"][1], "random.interval", doc.duration),
             duration=doc.pair(rm["duration"][1], "random.duration", doc.duration),
             actions=actions,
+            action_lines=tuple(a.start_mark.line + 1 for a in rm["actions"][1].value),
             targets=_target(doc, rm["targets"][1], "random.targets") if "targets" in rm
             else ("random",),
             start=start,
@@ -533,14 +558,16 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
         if rnd.interval[1] <= 0:
             raise doc.fail(rm["interval"][1], "random.interval must allow a pause above zero")
     if not steps and rnd is None and "schedule" in m:
-        raise doc.fail(m["schedule"][1], "schedule is empty (write 'schedule: []' only with "
-                                         "'random', or name the scenario 'none')")
+        raise doc.fail(m["schedule"][1], "schedule is empty: add a step, or remove the "
+                                         "'schedule' key for a scenario without faults "
+                                         "('schedule: []' is allowed only with 'random')")
     leader, leader_line = None, 0
     if "initial_leader" in m:
         lnode = m["initial_leader"][1]
         leader, leader_line = doc.string(lnode, "initial_leader"), lnode.start_mark.line + 1
         if not _NODE_ID.match(leader):
             raise doc.fail(lnode, f"initial_leader must be a node id like n1, got {leader!r}")
+    _check_sites(doc, steps)
     election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
     options = parse_system_options(doc, m["system_options"][1]) if "system_options" in m else {}
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
@@ -548,6 +575,25 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
                          tuple(steps), rnd, leader, leader_line, election, heartbeat,
                          m["timing"][1].start_mark.line + 1 if "timing" in m else 0,
                          options)
+
+
+def _check_sites(doc: YamlDoc, steps: list[Step]) -> None:
+    """``isolate-site`` cuts off a site of the schedule's first ``datacenters`` step, which
+    must exist and have that site."""
+    dc = next((s for s in steps if s.action == "datacenters"), None)
+    for step in steps:
+        if step.action != "isolate-site":
+            continue
+        site = step.params["site"]
+        if dc is None:
+            raise ScenarioError(doc.path, step.line, f"isolate-site: site {site} does not "
+                                "exist: there is no datacenters step to define sites (add "
+                                "one to the schedule)")
+        n_sites = len(dc.params["sites"])
+        if site >= n_sites:
+            raise ScenarioError(doc.path, step.line, f"isolate-site: site {site} does not "
+                                f"exist (the datacenters step at line {dc.line} defines "
+                                f"{n_sites}: 0 to {n_sites - 1})")
 
 
 def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, int]]:
@@ -598,8 +644,17 @@ def _timing(doc: YamlDoc, node: yaml.Node) -> tuple[float | None, float | None]:
 
 
 def check_members(f: FaultScenario, nodes: int) -> None:
-    """Every node id a scenario names must exist in a cluster of ``nodes`` members."""
+    """Every node id a scenario names must exist in a cluster of ``nodes`` members, and
+    every action (of the schedule and of ``random``) must be possible with that many
+    (:data:`MIN_MEMBERS`)."""
     members = {f"n{k}" for k in range(1, nodes + 1)}
+
+    def enough(action: str, line: int, where: str) -> None:
+        need, why = MIN_MEMBERS.get(action, (1, ""))
+        if nodes < need:
+            raise ScenarioError(f.path, line, f"{where}'{action}' needs at least {need} "
+                                              f"members ({why}), but the cluster has only "
+                                              f"{nodes} (run with --nodes {need} or more)")
 
     def check(ids: Any, line: int, what: str) -> None:
         for x in ids:
@@ -608,20 +663,20 @@ def check_members(f: FaultScenario, nodes: int) -> None:
                                                   f"{nodes} members (n1..n{nodes})")
 
     for step in f.schedule:
+        enough(step.action, step.line, "action ")
         check(step.target, step.line, "target")
         check(step.params.get("to", ()), step.line, "cut.to")
         for link in step.params.get("links", []):
             check(link, step.line, "a link")
         for site in step.params.get("sites", []):
             check(site, step.line, "a site")
-        if step.action == "isolate-site":
-            n_sites = next((len(s.params["sites"]) for s in f.schedule
-                            if s.action == "datacenters"), 0)
-            if step.params["site"] >= n_sites:
-                raise ScenarioError(f.path, step.line, f"isolate-site: site {step.params['site']}"
-                                    f" does not exist (a datacenters step defines {n_sites})")
     if f.random is not None:
-        check(f.random.targets, f.random.line, "random.targets")
+        r = f.random
+        lines = r.action_lines if len(r.action_lines) == len(r.actions) else \
+            (r.line,) * len(r.actions)
+        for action, line in zip(r.actions, lines, strict=True):
+            enough(action, line, "random action ")
+        check(r.targets, r.line, "random.targets")
     if f.initial_leader is not None:
         check([f.initial_leader], f.initial_leader_line, "initial_leader")
 

@@ -63,7 +63,7 @@ class Generator:
         if model == "counter":
             if f == "read":
                 return Op("read")
-            return Op("add", None, self.rng.randint(1, max(1, self.w.value_max)))
+            return Op("add", None, self._value())  # negative: a decrement
         if model == "bank":
             if f == "read":
                 return Op("read")

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from lab.scenario import (
     ScenarioError,
+    check_members,
     json_schema,
     load_faults,
     load_workload,
     parse_duration,
 )
+from lab.workload import Generator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +82,9 @@ FAULT_ERRORS = [
      description: y
      schedul: []
      """, 3, "unknown key 'schedul' in a fault scenario"),
+    ("name: x\ndescription: y\nschedule: []\n", 3,
+     "schedule is empty: add a step, or remove the 'schedule' key for a scenario without "
+     "faults ('schedule: []' is allowed only with 'random')"),
     ("""\
      name: x
      description: y
@@ -172,6 +177,38 @@ FAULT_ERRORS = [
     ("name: x\ndescription: y\nsystem_options: [raftkv]\n", 3,
      "system_options must be a mapping"),
     ("- just\n- a list\n", 1, "a fault scenario must be a mapping"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: datacenters
+         sites:
+           - [n1, n2]
+           - [n3, n2]
+     """, 8, "sites must not share a member: n2 is listed in site 0 and site 1"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - {at: 1s, action: datacenters, sites: [[n1, n1], [n2]]}
+     """, 4, "sites must not share a member: n1 is listed twice in one site"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - {at: 1s, action: kill}
+       - {at: 2s, action: isolate-site, site: 0}
+     """, 5, "isolate-site: site 0 does not exist: there is no datacenters step to define "
+             "sites (add one to the schedule)"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - {at: 1s, action: datacenters, sites: [[n1, n2], [n3]]}
+       - {at: 2s, action: isolate-site, site: 2}
+     """, 5, "isolate-site: site 2 does not exist (the datacenters step at line 4 defines 2: "
+             "0 to 1)"),
     ("", 1, "the file is empty"),
     ("name: x\n", 1, "a fault scenario needs the key 'description'"),
 ]
@@ -204,6 +241,9 @@ WORKLOAD_ERRORS = [
      "final.reads must be true or false"),
     ("name: w\ndescription: d\nmodel: register\nconnections: per-clients\n", 4,
      "unknown connections 'per-clients' (expected one of: shared, per-client)"),
+    ("name: w\ndescription: d\nmodel: set\nfinal:\n  settle: 2s\n  reads: false\n", 6,
+     "final.reads: false cannot go with the set model: the set checker needs the final read "
+     "(the only read of a set run), so the verdict would always be unknown"),
 ]
 
 
@@ -216,9 +256,38 @@ def test_workload_file_errors_name_the_file_and_line(tmp_path: Path, text: str, 
     assert (e.value.line, message in e.value.message) == (line, True), str(e.value)
 
 
+def _adds(text: str, tmp_path: Path) -> list[int]:
+    import random
+
+    w = load_workload(write(tmp_path, "name: w\ndescription: d\nmodel: counter\n"
+                                      "mix: {add: 1}\n" + text))
+    g = Generator(w, random.Random(3))
+    return [g.next_op().value for _ in range(2000)]
+
+
+def test_the_counter_draws_increments_from_values_min_to_max(tmp_path: Path) -> None:
+    assert set(_adds("values: {min: 3, max: 5}\n", tmp_path)) == {3, 4, 5}
+    assert set(_adds("values: {min: -2, max: 1}\n", tmp_path)) == {-2, -1, 0, 1}
+    assert set(_adds("", tmp_path)) == set(range(1, 10))  # default: 1 to 9
+    assert set(_adds("values: {min: 1, max: 5}\n", tmp_path)) == {1, 2, 3, 4, 5}
+
+
+def test_a_set_workload_keeps_its_final_read(tmp_path: Path) -> None:
+    w = load_workload(write(tmp_path, "name: w\ndescription: d\nmodel: set\n"
+                                      "final: {reads: true}\n"))
+    assert w.final_reads
+    w = load_workload(write(tmp_path, "name: w\ndescription: d\nmodel: counter\n"
+                                      "final: {reads: false}\n"))
+    assert not w.final_reads  # other models may skip it
 def test_a_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="no such file"):
         load_faults(tmp_path / "nope.yaml")
+
+
+def test_a_scenario_without_a_schedule_key_is_valid(tmp_path: Path) -> None:
+    """What the empty-schedule message tells you to do works."""
+    f = load_faults(write(tmp_path, "name: x\ndescription: y\n"))
+    assert (f.schedule, f.random) == ((), None)
 
 
 def test_run_time_limit_overrides_the_files_own(tmp_path: Path) -> None:
@@ -242,6 +311,18 @@ def test_resolved_steps_keep_their_parameters(tmp_path: Path) -> None:
     assert dc.action == "datacenters" and dc.params["sites"] == [["n1", "n2"], ["n3", "n4"],
                                                                   ["n5"]]
     assert (cut.action, cut.params, cut.duration) == ("isolate-site", {"site": 0}, 6.0)
+
+
+def test_disjoint_sites_and_an_existing_site_load(tmp_path: Path) -> None:
+    f = load_faults(write(tmp_path, """\
+        name: x
+        description: y
+        schedule:
+          - {at: 1s, action: datacenters, sites: [[n1, n2], [n3]]}
+          - {at: 2s, action: isolate-site, site: 1}
+        """))
+    check_members(f, 3)
+    assert f.schedule[1].params == {"site": 1}
 
 
 def test_system_options_reach_only_their_system(tmp_path: Path) -> None:
@@ -288,3 +369,75 @@ def test_arbitrary_yaml_gives_a_scenario_or_one_clear_error(tmp_path_factory: ob
             loader(p)
         except ScenarioError as e:
             assert str(e).startswith(f"{p}:") and "\n" not in str(e)
+
+
+MEMBER_ERRORS = [
+    # (scenario body after name/description, --nodes, line, message)
+    ("schedule:\n  - {at: 1s, action: bridge}\n", 2, 4,
+     "action 'bridge' needs at least 3 members (two sides and one member joining them), but "
+     "the cluster has only 2 (run with --nodes 3 or more)"),
+    ("schedule:\n  - {at: 1s, action: majority-ring, for: 2s}\n", 2, 4,
+     "action 'majority-ring' needs at least 3 members (every member must hear a different "
+     "majority), but the cluster has only 2 (run with --nodes 3 or more)"),
+    ("schedule:\n  - {at: 1s, action: partition-halves}\n", 1, 4,
+     "action 'partition-halves' needs at least 2 members (it acts on the links between "
+     "members), but the cluster has only 1 (run with --nodes 2 or more)"),
+    ("schedule:\n  - {at: 1s, action: kill}\n  - {at: 2s, action: isolate, target: n1}\n",
+     1, 5, "action 'isolate' needs at least 2 members"),
+    ("schedule:\n  - {at: 1s, action: latency, target: leader}\n", 1, 4,
+     "action 'latency' needs at least 2 members"),
+    ("random:\n  interval: [1s, 2s]\n  duration: [1s, 2s]\n  actions:\n    - kill\n"
+     "    - bridge\n", 2, 8,
+     "random action 'bridge' needs at least 3 members (two sides and one member joining "
+     "them), but the cluster has only 2 (run with --nodes 3 or more)"),
+    ("random: {interval: [1s, 2s], duration: [1s, 2s], actions: [pause, isolate]}\n", 1, 3,
+     "random action 'isolate' needs at least 2 members"),
+    ("schedule:\n  - {at: 1s, action: datacenters, sites: [[n1, n2], [n3, n4]]}\n", 3, 4,
+     "a site names n4, but the cluster has only 3 members (n1..n3)"),
+]
+
+
+@pytest.mark.parametrize("body,nodes,line,message", MEMBER_ERRORS)
+def test_actions_the_cluster_size_rules_out_are_refused_before_the_run(
+        tmp_path: Path, body: str, nodes: int, line: int, message: str) -> None:
+    p = write(tmp_path, "name: x\ndescription: y\n" + body)
+    f = load_faults(p)  # valid on its own: only the cluster size rules it out
+    with pytest.raises(ScenarioError) as e:
+        check_members(f, nodes)
+    assert str(e.value).startswith(f"{p}:{line}: "), str(e.value)
+    assert message in e.value.message, str(e.value)
+    check_members(f, 5)
+
+
+@pytest.mark.parametrize("body,nodes", [
+    ("schedule:\n  - {at: 1s, action: bridge}\n", 3),
+    ("schedule:\n  - {at: 1s, action: majority-ring}\n", 3),
+    ("schedule:\n  - {at: 1s, action: partition-halves}\n", 2),
+    ("schedule:\n  - {at: 1s, action: cut-client, target: n1}\n", 1),
+    ("schedule:\n  - {at: 1s, action: restart, target: all}\n", 1),
+    ("random: {interval: [1s, 2s], duration: [1s, 2s], actions: [kill, pause, cut-client]}\n",
+     1),
+])
+def test_actions_the_cluster_size_allows_pass(tmp_path: Path, body: str, nodes: int) -> None:
+    check_members(load_faults(write(tmp_path, "name: x\ndescription: y\n" + body)), nodes)
+
+
+def test_the_cli_refuses_a_bridge_on_two_nodes_with_exit_2(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    from lab.cli import main
+
+    p = write(tmp_path, """\
+        name: x
+        description: y
+        schedule:
+          - at: 1s
+            action: bridge
+            for: 2s
+        """)
+    code = main(["run", str(ROOT / "workloads" / "register.yaml"), str(p), "--nodes", "2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"raftlab: {p}:4: action 'bridge' needs at least 3 members (two sides and one member "
+        "joining them), but the cluster has only 2 (run with --nodes 3 or more)"]

@@ -14,7 +14,6 @@ still leaves a history that ``raftlab analyze`` can check.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import signal
@@ -26,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import yaml
 
 from lab import procs
+from lab.fastjson import dumps
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
 from lab.scenario import FaultScenario, Workload
+from lab.store import RunDir, StoreError
 from lab.systems import ClientFactory, SystemClient, SystemCluster, make_system, ms
 from lab.toxiclient import open_toxiproxy
 from lab.workload import Generator
@@ -99,7 +99,7 @@ class Observer:
                     best = (int(s["term"]), mid)
             else:
                 rec["reachable"] = False
-            self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._f.write(dumps(rec).decode() + "\n")
         self._f.flush()
         if best is not None:
             self.term, self.leader = best
@@ -127,6 +127,7 @@ class Experiment:
         self.concurrency = opts.concurrency or workload.clients
         self.rate = workload.rate if opts.rate is None else opts.rate
         self.dir = run_dir_for(opts.out, workload, faults, opts.seed)
+        self.run_dir = RunDir(self.dir)
         self.exit_reason = "completed"
         self.proxy_kind = "none"
         self.started = time.time()
@@ -152,27 +153,28 @@ class Experiment:
         }
         if self.opts.replay_of is not None:
             resolved["replay_of"] = self.opts.replay_of
-        (self.dir / "scenario.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        self.run_dir.write_scenario(resolved)
 
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> dict[str, Any]:
-        handler = logging.FileHandler(self.dir / "lab.log")
+        rd = self.run_dir
+        handler = logging.FileHandler(rd.lab_log_path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         self.write_scenario()
-        self.history = History(self.dir / "history.jsonl")
+        self.history = History(rd.history_path)
         options: dict[str, Any] = {"election_ms": ms(self.f.election_timeout),
                                    "heartbeat_ms": ms(self.f.heartbeat),
                                    **self.f.system_options.get(self.opts.system, {})}
-        system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
+        system = make_system(self.opts.system, rd.nodes_dir, self.opts.nodes,
                              bugs=self.opts.bugs,
                              options={k: v for k, v in options.items() if v is not None})
         cluster = system.cluster
         self.client_factory: ClientFactory = system.client
         self.version = cluster.version()
-        observer = Observer(cluster, self.dir / "cluster.jsonl", self.history)
+        observer = Observer(cluster, rd.cluster_path, self.history)
         nemesis: Nemesis | None = None
         proxy_pid: int | None = None
         proxy_ports: list[int] = []
@@ -194,7 +196,7 @@ class Experiment:
                             cluster.dial = net.dial
                             try:
                                 nemesis = Nemesis(self.f, cluster, net, self.history,
-                                                  self.dir / "schedule.jsonl", self.rng,
+                                                  rd.schedule_path, self.rng,
                                                   lambda: observer.leader)
                                 await self._experiment(cluster, net, observer, nemesis)
                             finally:
@@ -422,7 +424,7 @@ class Experiment:
             "leftovers": leftovers,
             "nothing_left_behind": not leftovers.get("processes") and not leftovers.get("ports"),
         }
-        (self.dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        self.run_dir.write_results(results)
         return results
 
 
@@ -507,20 +509,18 @@ def _weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
 
 def _plans_faults(run_dir: Path) -> bool:
     """Whether the run's scenario has any fault to apply (timed steps or a nemesis)."""
-    try:
-        faults = (yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}).get("faults")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return False
+    faults = RunDir(run_dir).scenario_dict().get("faults")
     return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
 def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Check a run's history against its workload's model and record the outcome in
-    ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
-    from lab.checker import check_history
+    ``results.json`` (``verdict``, ``checker``). Works on partial runs too. A run file
+    that cannot be read as what it should be raises :class:`lab.store.StoreError`
+    (``FILE:LINE: ...``; the history's own problems as its subclass
+    :class:`lab.checker.HistoryError`)."""
+    from lab.checker import check_history, load_history
     from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
-    from lab.history import read_history
-    from lab.report.rundir import json_lines
     from lab.systems import (
         STATUS_TERM_IS_CURRENT,
         commit_conflicts_in_logs,
@@ -528,24 +528,28 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
         votes_in_logs,
     )
 
-    scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
-    results_path = run_dir / "results.json"
-    results: dict[str, Any] = (json.loads(results_path.read_text())
-                               if results_path.exists() else {"partial": True,
-                                                              "exit_reason": "no results.json"})
-    model, options = checker_options(scenario)
+    run = RunDir(run_dir)
+    scenario = run.scenario_dict(strict=True)
+    stored = run.read_results(strict=True)
+    results: dict[str, Any] = (dict(stored.data) if stored is not None
+                               else {"partial": True, "exit_reason": "no results.json"})
+    try:
+        model, options = checker_options(scenario)
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(run.scenario_path, None, "cannot tell the checker's model from "
+                         f"its workload (missing or bad: {e})") from None
     t0 = time.monotonic()
-    outcome = check_history(read_history(run_dir / "history.jsonl"), model,
+    outcome = check_history(load_history(run.history_path), model,
                             time_limit=time_limit, options=options)
     system = str(scenario.get("system", "raftkv"))
-    split = leader_safety(leader_claims_in_logs(system, run_dir / "nodes"))
+    split = leader_safety(leader_claims_in_logs(system, run.nodes_dir))
     if STATUS_TERM_IS_CURRENT.get(system, False):
         logged = {a["term"] for a in split}
-        split += [a for a in election_safety(json_lines(run_dir / "cluster.jsonl", []))
+        split += [a for a in election_safety(run.read_cluster().objects)
                   if a["term"] not in logged]
-    votes = votes_in_logs(system, run_dir / "nodes")
+    votes = votes_in_logs(system, run.nodes_dir)
     double = vote_safety(votes or [])
-    lost = commit_safety(commit_conflicts_in_logs(system, run_dir / "nodes"))
+    lost = commit_safety(commit_conflicts_in_logs(system, run.nodes_dir))
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
@@ -577,5 +581,5 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
         verdict, reason = "unknown", weak
     results["verdict_reason"] = reason
     results["verdict"] = verdict
-    results_path.write_text(json.dumps(results, indent=2, default=str))
+    run.write_results(results)
     return results

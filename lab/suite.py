@@ -39,6 +39,7 @@ import yaml
 
 from lab import procs
 from lab.scenario import ScenarioError, YamlDoc, compose_yaml
+from lab.store import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = Path(__file__).resolve().parent / "suites"
@@ -319,13 +320,12 @@ def run_dir_from(log: Path) -> Path | None:
 
 
 def read_results(run_dir: Path | None) -> dict[str, Any] | None:
+    """A run's ``results.json`` as plain values, or ``None`` when there is no run, no
+    file, or no JSON object in it."""
     if run_dir is None:
         return None
-    try:
-        data = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    found = RunDir(run_dir).read_results()
+    return found.data if found is not None else None
 
 
 def worst_exit(outcomes: Sequence[Outcome]) -> int:

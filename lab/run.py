@@ -1,14 +1,14 @@
 """One experiment: a workload and a fault scenario against a real cluster.
 
-Data flow (``../shared/DESIGN.md``): load and validate both files -> start the proxy
-server and one proxy per directed link and per client link -> start N members whose peers
-are proxy addresses -> C client workers and the nemesis run until the time limit while an
-observer polls every member -> heal, let the cluster recover, run the final phase -> stop
-the members and prove nothing is left behind -> check the history -> ``results.json``.
+Data flow: load and validate both files -> start the proxy server and one proxy per
+directed link and per client link -> start N members whose peers are proxy addresses -> C
+client workers and the nemesis run until the time limit while an observer polls every
+member -> heal, let the cluster recover, run the final phase -> stop the members and prove
+nothing is left behind -> check the history -> ``results.json``.
 
-Every artefact lands in the run directory as it is produced (``history.jsonl`` is flushed
-every 20 ms and fsynced every second), so a run cut short by Ctrl-C, SIGTERM or even SIGKILL
-still leaves a history that ``raftlab analyze`` can check.
+Every artefact lands in the run directory (:class:`lab.store.RunDir`) as it is produced
+(``history.jsonl`` is flushed every 20 ms and fsynced every second), so a run cut short by
+Ctrl-C, SIGTERM or even SIGKILL still leaves a history that ``raftlab analyze`` can check.
 """
 
 from __future__ import annotations

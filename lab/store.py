@@ -107,6 +107,8 @@ def _decode(raw: bytes) -> tuple[Any, str | None]:
         return None, e.msg
     except UnicodeDecodeError:
         return None, "not UTF-8"
+    except RecursionError:
+        return None, "nested too deeply"
 
 
 def iter_jsonl(path: Path, strict: bool = True) -> JsonLines:

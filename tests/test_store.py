@@ -57,6 +57,9 @@ def test_strict_mode_rejects_a_corrupt_line_mid_file_with_file_and_line(tmp_path
     p.write_text(lines(GOOD[0], "", "[1, 2]", GOOD[1]))  # blank lines count as lines
     with pytest.raises(StoreError, match=r"history.jsonl:3: expected a JSON object, got list"):
         iter_jsonl(p, strict=True)
+    p.write_text(lines(GOOD[0], "[" * 100_000 + "]" * 100_000, GOOD[1]))
+    with pytest.raises(StoreError, match=r"history.jsonl:2: not valid JSON \(nested too"):
+        iter_jsonl(p, strict=True)
 
 
 def test_a_bad_last_line_that_has_its_newline_is_corruption_not_a_tear(tmp_path: Path

@@ -137,7 +137,7 @@ def schedule_origin(results: Mapping[str, Any], resolved: Resolved,
     if guesses:
         return max(0.0, min(guesses)), "the offsets of its timed steps"
     if history is not None:
-        for _, ev in iter_jsonl(history, strict=False).records:
+        for ev in iter_jsonl(history, strict=False).objects:
             t = _as_number(ev.get("time"))
             if t is not None and ev.get("process") != "nemesis" and ev.get("type") == "invoke":
                 return t / 1e9, "its first client operation"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -82,16 +82,18 @@ class StoreError(ValueError):
 
 @dataclass(frozen=True)
 class JsonLines:
-    """The JSON objects of a JSON-lines file, each with its line number (from 1)."""
+    """The JSON objects of a JSON-lines file and their line numbers (from 1)."""
 
     path: Path
-    records: list[tuple[int, dict[str, Any]]]
+    objects: list[dict[str, Any]]
+    lines: list[int]  #: the line of each object, in step with :attr:`objects`
     torn: int | None = None  #: the line of a forgiven torn tail, if there was one
     skipped: tuple[int, ...] = ()  #: forgiving mode: lines skipped as not JSON objects
 
     @property
-    def objects(self) -> list[dict[str, Any]]:
-        return [rec for _, rec in self.records]
+    def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line, object)`` pairs, in order."""
+        return zip(self.lines, self.objects, strict=True)
 
     @property
     def torn_note(self) -> str | None:
@@ -129,33 +131,34 @@ def iter_jsonl(path: Path, strict: bool = True) -> JsonLines:
     except OSError as e:
         if strict:
             raise StoreError(path, None, f"cannot read: {e.strerror or e}") from None
-        return JsonLines(path, [])
+        return JsonLines(path, [], [])
     pieces = data.split(b"\n")
-    numbered = [(k, raw) for k, raw in enumerate(pieces, start=1) if raw.strip()]
+    numbers = [k for k, raw in enumerate(pieces, start=1) if raw.strip()]
     tail_line = len(pieces) if not data.endswith(b"\n") and pieces[-1].strip() else None
     try:  # the fast path: every line one object, in one call
-        decoded = json.loads(b"[" + b",".join(raw for _, raw in numbered) + b"]")
-        if len(decoded) == len(numbered) and all(isinstance(d, dict) for d in decoded):
-            return JsonLines(path, [(k, d) for (k, _), d in zip(numbered, decoded,
-                                                                  strict=True)])
+        decoded = json.loads(b"[" + b",".join(pieces[k - 1] for k in numbers) + b"]")
+        if len(decoded) == len(numbers) and all(isinstance(d, dict) for d in decoded):
+            return JsonLines(path, decoded, numbers)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         pass
-    records: list[tuple[int, dict[str, Any]]] = []
+    objects: list[dict[str, Any]] = []
+    lines: list[int] = []
     skipped: list[int] = []
     torn: int | None = None
-    for k, raw in numbered:
-        value, why = _decode(raw)
+    for k in numbers:
+        value, why = _decode(pieces[k - 1])
         if why is not None and k == tail_line:
             torn = k
             break
         if why is None and isinstance(value, dict):
-            records.append((k, value))
+            objects.append(value)
+            lines.append(k)
             continue
         if strict:
             raise StoreError(path, k, f"not valid JSON ({why})" if why is not None else
                              f"expected a JSON object, got {type(value).__name__}")
         skipped.append(k)
-    return JsonLines(path, records, torn, tuple(skipped))
+    return JsonLines(path, objects, lines, torn, tuple(skipped))
 
 
 # --------------------------------------------------------------------------- records

@@ -90,7 +90,7 @@ def test_forgiving_mode_skips_and_counts_what_strict_mode_refuses(tmp_path: Path
     p.write_text(lines(GOOD[0], "not json", "[1]", GOOD[1]) + "{tor")
     got = iter_jsonl(p, strict=False)
     assert got.objects == GOOD[:2] and got.skipped == (2, 3) and got.torn == 5
-    assert iter_jsonl(tmp_path / "missing.jsonl", strict=False).records == []
+    assert iter_jsonl(tmp_path / "missing.jsonl", strict=False).objects == []
     with pytest.raises(StoreError, match=r"missing.jsonl: cannot read"):
         iter_jsonl(tmp_path / "missing.jsonl", strict=True)
 

@@ -36,6 +36,7 @@ from typing import Any
 from lab.report import render_run
 from lab.report.analysis import analyse
 from lab.report.rundir import load_run
+from lab.store import RunDir
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -132,18 +133,19 @@ def synthesize(d: Path, n_ops: int, seed: int) -> None:
         schedule.append({"time": b, "phase": "end", "action": action, "fault": k,
                          "nodes": nodes})
     d.mkdir(parents=True)
-    for name, rows in (("history.jsonl", events), ("schedule.jsonl", schedule),
-                       ("cluster.jsonl", polls(duration, faults))):
-        with open(d / name, "w") as f:
+    run = RunDir(d)
+    for path, rows in ((run.history_path, events), (run.schedule_path, schedule),
+                       (run.cluster_path, polls(duration, faults))):
+        with open(path, "w") as f:
             f.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
-    (d / "scenario.yaml").write_text("workload: {name: register, model: cas-register}\n")
-    (d / "results.json").write_text(json.dumps({
+    run.write_scenario({"workload": {"name": "register", "model": "cas-register"}})
+    run.write_results({
         "system": "raftkv", "nodes": 5, "workload": "register", "faults": "mixed",
         "seed": seed, "command": ["raftlab", "run"], "proxy": "built-in",
         "exit_reason": "completed", "partial": False, "verdict": "valid",
         "verdict_reason": "all 10 keys are linearizable",
         "checker": {"verdict": "valid", "model": "cas-register", "anomalies": [],
-                    "reason": "all 10 keys are linearizable"}}))
+                    "reason": "all 10 keys are linearizable"}})
 
 
 def measure(n_ops: int, seed: int, repeat: int, keep: bool) -> dict[str, float]:

@@ -64,6 +64,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import raftkv_bench  # noqa: E402  (bench/ is not a package)
 
 from lab.network import Network  # noqa: E402
+from lab.store import RunDir  # noqa: E402
 from lab.systems.raftkv.cluster import RaftkvCluster  # noqa: E402
 from lab.toxiclient import open_toxiproxy  # noqa: E402
 
@@ -167,8 +168,9 @@ def lab_run(clients: int, nodes: int, limit: float, tmp: Path, *, per_client: bo
     # come after (the target is for the run before checking and reporting).
     before_check = next((t for t, line in lines if line.startswith("checking the history")),
                         wall)
-    results = next(tmp.glob("*/*/results.json"))
-    r = json.loads(results.read_text())
+    found = next(RunDir(d).read_results() for d in tmp.glob("*/*") if RunDir.is_run(d))
+    assert found is not None, "the run left no results.json"
+    r = found.data
     completed = r["counts"]["ok"] + r["counts"]["fail"] + r["counts"]["info"]
     return {"ops_per_s": completed / limit, "ok": r["counts"]["ok"], "steady": steady,
             "check_s": float(r.get("checker", {}).get("seconds", 0.0)),

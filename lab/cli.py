@@ -227,9 +227,10 @@ def cmd_index(root: Path) -> ExitCode:
 
 
 def cmd_report(run_dir: Path) -> ExitCode:
-    from lab.report import is_run_dir, render_run
+    from lab.report import render_run
+    from lab.store import RunDir
 
-    if not is_run_dir(run_dir):
+    if not RunDir.is_run(run_dir):
         print(f"raftlab: {run_dir}: not a run directory (needs results.json, scenario.yaml "
               "or history.jsonl)", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -239,19 +240,17 @@ def cmd_report(run_dir: Path) -> ExitCode:
 
 
 def cmd_analyze(run_dir: Path) -> ExitCode:
-    if not (run_dir / "history.jsonl").exists() or not (run_dir / "scenario.yaml").exists():
+    from lab.store import HISTORY, SCENARIO, RunDir, StoreError
+
+    if not RunDir.is_run(run_dir) or RunDir(run_dir).missing(HISTORY, SCENARIO):
         print(f"raftlab: {run_dir}: not a run directory (needs history.jsonl and "
               "scenario.yaml)", file=sys.stderr)
         return ExitCode.BAD_INPUT
     try:
         return _check_and_say(run_dir, index_root=_index_root_of(run_dir))
-    except Exception as e:  # a history that does not decode is bad input
-        from lab.checker import HistoryError
-
-        if isinstance(e, HistoryError):
-            print(f"raftlab: {e}", file=sys.stderr)
-            return ExitCode.BAD_INPUT
-        raise
+    except StoreError as e:  # a run file that does not read (FILE:LINE: ...) is bad input
+        print(f"raftlab: {e}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
 
 
 def cmd_list() -> ExitCode:

@@ -18,7 +18,6 @@ event would cost a system call per event on the lab's hot path.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import IO, Any
 import trio
 
 from lab.fastjson import dumps
+from lab.store import iter_jsonl
 
 EVENT_TYPES = ("invoke", "ok", "fail", "info")
 FLUSH_EVERY = 0.02  # seconds
@@ -114,18 +114,9 @@ class History:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """Read a history file; a torn last line (a killed controller) is ignored. Lines are
-    decoded one by one from bytes: a tear can split a multi-byte UTF-8 character, which
-    must cost that line only, not the file."""
-    events = []
-    lines = path.read_bytes().split(b"\n")
-    for k, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            events.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            if k == len(lines) - 1 or all(not rest.strip() for rest in lines[k + 1 :]):
-                break
-            raise
-    return events
+    """Read a history file's events: :func:`lab.store.iter_jsonl`, strict. A torn last
+    line (a killed controller) is ignored; any other bad line raises
+    :class:`lab.store.StoreError` naming the file and line. Lines are decoded one by one
+    from bytes when needed: a tear can split a multi-byte UTF-8 character, which must
+    cost that line only, not the file."""
+    return iter_jsonl(path, strict=True).objects

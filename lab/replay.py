@@ -26,11 +26,9 @@ records, :func:`faults_yaml` and :func:`workload_yaml` write scenario files back
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +39,23 @@ from lab.run import plain
 from lab.scenario import (
     ACTION_PARAMS,
     ACTIONS,
-    CONNECTIONS,
-    MODELS,
     PROCESS_ACTIONS,
     UNTARGETED,
     FaultScenario,
     ScenarioError,
     Step,
     Workload,
-    YamlDoc,
-    compose_yaml,
-    parse_system_options,
 )
+from lab.store import (
+    SCENARIO,
+    SCHEDULE,
+    ResolvedScenario,
+    RunDir,
+    ScheduleRecord,
+    StoreError,
+    iter_jsonl,
+)
+from lab.store import read_resolved as read_resolved  # where it lived before lab.store
 
 #: Actions that cannot be undone, so their steps take no ``for``.
 NO_UNDO = ("heal", "resume", "start", "restart")
@@ -69,24 +72,8 @@ class ReplayError(Exception):
     """A run directory cannot be replayed; ``str(e)`` is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """What ``scenario.yaml`` says about a run."""
-
-    system: str
-    nodes: int
-    seed: int
-    time_limit: float
-    concurrency: int
-    rate: float
-    bugs: tuple[str, ...]
-    workload: Workload
-    faults_name: str
-    faults_description: str
-    timed: tuple[tuple[int, float], ...]  # (line, at) of the scenario's timed steps
-    election_timeout: float | None = None  # the scenario's timing (seconds), if it set one
-    heartbeat: float | None = None
-    system_options: dict[str, dict[str, int]] = field(default_factory=dict)
+#: What ``scenario.yaml`` says about a run (:class:`lab.store.ResolvedScenario`).
+Resolved = ResolvedScenario
 
 
 @dataclass(frozen=True)
@@ -105,171 +92,18 @@ class ReplayPlan:
         return self.resolved.workload
 
 
-# --------------------------------------------------------------------------- scenario.yaml
-
-
-def read_resolved(path: Path) -> Resolved:
-    """Read a run's ``scenario.yaml`` (as :meth:`lab.run.Experiment.write_scenario`
-    writes it), strictly: any problem is a :class:`ScenarioError` naming the line."""
-    from lab.systems import SYSTEMS
-
-    doc, root = compose_yaml(path)
-    m = doc.mapping(root, "a run's scenario.yaml")
-    for key in ("system", "nodes", "seed", "time_limit", "concurrency", "rate", "bugs",
-                "workload", "faults"):
-        if key not in m:
-            raise doc.fail(root, f"a run's scenario.yaml needs the key '{key}'")
-
-    def get(key: str) -> yaml.Node:
-        return m[key][1]
-
-    limit = doc.number(get("time_limit"), "time_limit")
-    if limit <= 0:
-        raise doc.fail(get("time_limit"), "time_limit must be more than 0")
-    fm = doc.mapping(get("faults"), "faults")
-    for key in ("name", "description"):
-        if key not in fm:
-            raise doc.fail(get("faults"), f"faults needs the key '{key}'")
-    timed: list[tuple[int, float]] = []
-    if "schedule" in fm:
-        for item in doc.seq(fm["schedule"][1], "faults.schedule"):
-            sm = doc.mapping(item, "a step of faults.schedule")
-            if "line" in sm and "at" in sm:
-                timed.append((doc.integer(sm["line"][1], "a step's line"),
-                              doc.number(sm["at"][1], "a step's at")))
-    system = doc.one_of(get("system"), tuple(SYSTEMS), "system")
-    return Resolved(
-        system=system,
-        nodes=doc.integer(get("nodes"), "nodes", 1, 9),
-        seed=doc.integer(get("seed"), "seed", -(2**63), 2**63 - 1),
-        time_limit=limit,
-        concurrency=doc.integer(get("concurrency"), "concurrency", 1, 1_000),
-        rate=doc.number(get("rate"), "rate"),
-        bugs=_bugs(doc, get("bugs"), system),
-        workload=_workload(doc, get("workload")),
-        faults_name=doc.string(fm["name"][1], "faults.name"),
-        faults_description=" ".join(doc.string(fm["description"][1],
-                                               "faults.description").split()),
-        timed=tuple(timed),
-        election_timeout=_seconds(doc, fm, "election_timeout"),
-        heartbeat=_seconds(doc, fm, "heartbeat"),
-        system_options=_system_options(doc, fm),
-    )
-
-
-def _bugs(doc: YamlDoc, node: yaml.Node, system: str) -> tuple[str, ...]:
-    """The seeded bugs of a run's scenario.yaml, each one ``system`` has (checked now, so
-    a replay with a misspelt bug is bad input, not a cluster that never starts)."""
-    from lab.systems import spec
-
-    known = spec(system).bugs
-    bugs = []
-    for item in doc.seq(node, "bugs"):
-        bug = doc.string(item, "a bug")
-        if bug not in known:
-            raise doc.fail(item, f"{system} has no seeded bug {bug!r} (it has: "
-                                 f"{', '.join(known) or 'none'})")
-        bugs.append(bug)
-    return tuple(bugs)
-
-
-def _system_options(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]]
-                    ) -> dict[str, dict[str, int]]:
-    """The scenario's ``system_options`` as the run recorded them (validated again)."""
-    if "system_options" not in fm:
-        return {}
-    return parse_system_options(doc, fm["system_options"][1])
-
-
-def _seconds(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]], key: str
-             ) -> float | None:
-    if key not in fm or (isinstance(fm[key][1], yaml.ScalarNode)
-                         and fm[key][1].tag == "tag:yaml.org,2002:null"):
-        return None
-    return doc.number(fm[key][1], f"faults.{key}")
-
-
-_WORKLOAD_MIN = {"keys": 1, "clients": 1, "txn_min": 1, "txn_max": 1, "accounts": 2,
-                 "total": 0, "max_transfer": 1}
-
-
-def _workload(doc: YamlDoc, node: yaml.Node) -> Workload:
-    """The resolved workload (a mapping of :class:`Workload`'s fields)."""
-    m = doc.mapping(node, "workload")
-    fields = {f.name: str(f.type) for f in dataclasses.fields(Workload)}
-    kw: dict[str, Any] = {}
-    for key, (knode, vnode) in m.items():
-        kind = fields.get(key)
-        what = f"workload.{key}"
-        if kind is None:
-            raise doc.fail(knode, f"unknown key '{key}' in workload (expected one of: "
-                                  f"{', '.join(fields)})")
-        if kind == "str":
-            kw[key] = doc.string(vnode, what)
-        elif kind == "int":
-            kw[key] = doc.integer(vnode, what, _WORKLOAD_MIN.get(key, -(2**31)))
-        elif kind == "float":
-            kw[key] = doc.number(vnode, what)
-        elif kind == "bool":
-            kw[key] = doc.boolean(vnode, what)
-        elif kind.startswith("dict"):
-            kw[key] = {k: doc.number(v, f"{what}.{k}")
-                       for k, (_, v) in doc.mapping(vnode, what).items()}
-        else:  # a field of a kind this reader does not know
-            raise doc.fail(vnode, f"{what}: cannot read a value of type {kind}")
-    for key in ("path", "name", "description", "model"):
-        if key not in kw:
-            raise doc.fail(node, f"workload needs the key '{key}'")
-    model = doc.one_of(m["model"][1], tuple(MODELS), "workload.model")
-    mix = kw.get("mix") or {f: 1.0 for f in MODELS[model]}
-    for f in mix:
-        if f not in MODELS[model]:
-            raise doc.fail(m["mix"][1], f"workload.mix: operation '{f}' is not part of the "
-                                        f"{model} model")
-    if not any(mix.values()):
-        raise doc.fail(m.get("mix", (node, node))[1], "workload.mix has no operation with "
-                                                       "a weight above 0")
-    for low, high in (("value_min", "value_max"), ("txn_min", "txn_max")):
-        if high in kw and kw[high] < kw.get(low, 0 if low == "value_min" else 1):
-            raise doc.fail(m[high][1], f"workload.{high} is below workload.{low}")
-    if "timeout" in kw and kw["timeout"] <= 0:
-        raise doc.fail(m["timeout"][1], "workload.timeout must be more than 0")
-    if "connections" in kw:
-        doc.one_of(m["connections"][1], CONNECTIONS, "workload.connections")
-    else:  # a run from before the key existed: its clients had a connection each
-        kw["connections"] = "per-client"
-    kw["mix"] = mix
-    return Workload(**kw)
-
-
 # --------------------------------------------------------------------------- schedule.jsonl
 
 
-def read_schedule(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """The records of a ``schedule.jsonl`` with their line numbers. A torn last line (a
-    controller killed mid-write) is ignored; any other bad line is a ScenarioError."""
+def read_schedule(path: Path) -> list[ScheduleRecord]:
+    """The records of a ``schedule.jsonl`` with their line numbers
+    (:func:`lab.store.iter_jsonl`, strict): a torn last line (a controller killed
+    mid-write) is ignored; any other bad line is a ScenarioError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(str(path), 1, "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(str(path), 1, f"cannot read the file: {e}") from None
-    lines = text.split("\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    out: list[tuple[int, dict[str, Any]]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            if i == last and not text.endswith("\n"):
-                break  # torn by a killed writer
-            raise ScenarioError(str(path), i + 1, f"not a JSON object: {line[:80]!r}") from None
-        if not isinstance(rec, dict):
-            raise ScenarioError(str(path), i + 1, f"not a JSON object: {line[:80]!r}")
-        out.append((i + 1, rec))
-    return out
+        lines = iter_jsonl(path, strict=True)
+    except StoreError as e:
+        raise ScenarioError(e.source, e.line or 1, e.message) from None
+    return [ScheduleRecord(k, rec) for k, rec in lines.records]
 
 
 def _offset(rec: dict[str, Any]) -> float | None:
@@ -288,7 +122,7 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def schedule_origin(results: dict[str, Any], resolved: Resolved,
+def schedule_origin(results: Mapping[str, Any], resolved: Resolved,
                     records: Sequence[tuple[int, dict[str, Any]]],
                     history: Path | None = None) -> tuple[float, str]:
     """The history time (s) at which the run's clients and nemesis started, and how it
@@ -303,19 +137,10 @@ def schedule_origin(results: dict[str, Any], resolved: Resolved,
     if guesses:
         return max(0.0, min(guesses)), "the offsets of its timed steps"
     if history is not None:
-        try:
-            with open(history, encoding="utf-8", errors="replace") as f:  # (a torn tail)
-                for line in f:
-                    try:
-                        ev = json.loads(line)
-                    except ValueError:
-                        break
-                    t = _as_number(ev.get("time")) if isinstance(ev, dict) else None
-                    if (t is not None and ev.get("process") != "nemesis"
-                            and ev.get("type") == "invoke"):
-                        return t / 1e9, "its first client operation"
-        except OSError:
-            pass
+        for ev in iter_jsonl(history, strict=False).objects:
+            t = _as_number(ev.get("time"))
+            if t is not None and ev.get("process") != "nemesis" and ev.get("type") == "invoke":
+                return t / 1e9, "its first client operation"
     return 0.0, "nothing (no origin recorded: offsets taken as they are)"
 
 
@@ -470,7 +295,7 @@ def _params(path: str, line: int, action: str, value: Any, members: list[str]
 # --------------------------------------------------------------------------- the plan
 
 
-def initial_leader(results: dict[str, Any], nodes: int) -> str | None:
+def initial_leader(results: Mapping[str, Any], nodes: int) -> str | None:
     """The member that led when the run's clients started (``results.json``'s
     ``initial_leader``, else the first leader the observer saw), if known."""
     members = {f"n{k}" for k in range(1, nodes + 1)}
@@ -487,21 +312,17 @@ def load_replay(run_dir: Path) -> ReplayPlan:
     :class:`ScenarioError` with one line for the user."""
     if not run_dir.is_dir():
         raise ReplayError(f"{run_dir}: not a run directory (no such directory)")
-    scenario, schedule = run_dir / "scenario.yaml", run_dir / "schedule.jsonl"
-    missing = [p.name for p in (scenario, schedule) if not p.is_file()]
+    run = RunDir(run_dir)
+    missing = run.missing(SCENARIO, SCHEDULE)
     if missing:
         raise ReplayError(f"{run_dir}: not a run directory (no {' or '.join(missing)}; "
-                          "a run directory has scenario.yaml and schedule.jsonl)")
-    resolved = read_resolved(scenario)
+                          f"a run directory has {SCENARIO} and {SCHEDULE})")
+    resolved = run.read_scenario()
+    schedule = run.schedule_path
     records = read_schedule(schedule)
-    results: dict[str, Any] = {}
-    try:
-        loaded = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        results = loaded if isinstance(loaded, dict) else {}
-    except (OSError, ValueError):
-        pass
-    origin, origin_from = schedule_origin(results, resolved, records,
-                                          run_dir / "history.jsonl")
+    found = run.read_results()
+    results = found.data if found is not None else {}
+    origin, origin_from = schedule_origin(results, resolved, records, run.history_path)
     steps = replay_steps(records, origin, resolved.time_limit, resolved.nodes, str(schedule))
     name = resolved.faults_name
     if not name.endswith("-replay"):

@@ -1,20 +1,19 @@
 """One experiment: a workload and a fault scenario against a real cluster.
 
-Data flow (``../shared/DESIGN.md``): load and validate both files -> start the proxy
-server and one proxy per directed link and per client link -> start N members whose peers
-are proxy addresses -> C client workers and the nemesis run until the time limit while an
-observer polls every member -> heal, let the cluster recover, run the final phase -> stop
-the members and prove nothing is left behind -> check the history -> ``results.json``.
+Data flow: load and validate both files -> start the proxy server and one proxy per
+directed link and per client link -> start N members whose peers are proxy addresses -> C
+client workers and the nemesis run until the time limit while an observer polls every
+member -> heal, let the cluster recover, run the final phase -> stop the members and prove
+nothing is left behind -> check the history -> ``results.json``.
 
-Every artefact lands in the run directory as it is produced (``history.jsonl`` is flushed
-every 20 ms and fsynced every second), so a run cut short by Ctrl-C, SIGTERM or even SIGKILL
-still leaves a history that ``raftlab analyze`` can check.
+Every artefact lands in the run directory (:class:`lab.store.RunDir`) as it is produced
+(``history.jsonl`` is flushed every 20 ms and fsynced every second), so a run cut short by
+Ctrl-C, SIGTERM or even SIGKILL still leaves a history that ``raftlab analyze`` can check.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import signal
@@ -26,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import yaml
 
 from lab import procs
+from lab.fastjson import dumps
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
 from lab.scenario import FaultScenario, Workload
+from lab.store import RunDir, StoreError
 from lab.systems import (
     DEFAULT_SYSTEM,
     ClientFactory,
@@ -104,7 +104,7 @@ class Observer:
                     best = (int(s["term"]), mid)
             else:
                 rec["reachable"] = False
-            self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._f.write(dumps(rec).decode() + "\n")
         self._f.flush()
         if best is not None:
             self.term, self.leader = best
@@ -132,6 +132,7 @@ class Experiment:
         self.concurrency = opts.concurrency or workload.clients
         self.rate = workload.rate if opts.rate is None else opts.rate
         self.dir = run_dir_for(opts.out, workload, faults, opts.seed)
+        self.run_dir = RunDir(self.dir)
         self.exit_reason = "completed"
         self.proxy_kind = "none"
         self.started = time.time()
@@ -157,27 +158,28 @@ class Experiment:
         }
         if self.opts.replay_of is not None:
             resolved["replay_of"] = self.opts.replay_of
-        (self.dir / "scenario.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        self.run_dir.write_scenario(resolved)
 
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> dict[str, Any]:
-        handler = logging.FileHandler(self.dir / "lab.log")
+        rd = self.run_dir
+        handler = logging.FileHandler(rd.lab_log_path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         self.write_scenario()
-        self.history = History(self.dir / "history.jsonl")
+        self.history = History(rd.history_path)
         options: dict[str, Any] = {"election_ms": to_ms(self.f.election_timeout),
                                    "heartbeat_ms": to_ms(self.f.heartbeat),
                                    **self.f.system_options.get(self.opts.system, {})}
-        system = make_system(self.opts.system, self.dir / "nodes", self.opts.nodes,
+        system = make_system(self.opts.system, rd.nodes_dir, self.opts.nodes,
                              bugs=self.opts.bugs,
                              options={k: v for k, v in options.items() if v is not None})
         cluster = system.cluster
         self.client_factory: ClientFactory = system.client
         self.version = cluster.version()
-        observer = Observer(cluster, self.dir / "cluster.jsonl", self.history)
+        observer = Observer(cluster, rd.cluster_path, self.history)
         nemesis: Nemesis | None = None
         proxy_pid: int | None = None
         proxy_ports: list[int] = []
@@ -199,7 +201,7 @@ class Experiment:
                             cluster.dial = net.dial
                             try:
                                 nemesis = Nemesis(self.f, cluster, net, self.history,
-                                                  self.dir / "schedule.jsonl", self.rng,
+                                                  rd.schedule_path, self.rng,
                                                   lambda: observer.leader)
                                 await self._experiment(cluster, net, observer, nemesis)
                             finally:
@@ -427,7 +429,7 @@ class Experiment:
             "leftovers": leftovers,
             "nothing_left_behind": not leftovers.get("processes") and not leftovers.get("ports"),
         }
-        (self.dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        self.run_dir.write_results(results)
         return results
 
 
@@ -512,39 +514,41 @@ def _weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
 
 def _plans_faults(run_dir: Path) -> bool:
     """Whether the run's scenario has any fault to apply (timed steps or a nemesis)."""
-    try:
-        faults = (yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}).get("faults")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return False
+    faults = RunDir(run_dir).scenario_dict().get("faults")
     return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
 def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Check a run's history against its workload's model and record the outcome in
-    ``results.json`` (``verdict``, ``checker``). Works on partial runs too."""
-    from lab.checker import check_history
+    ``results.json`` (``verdict``, ``checker``). Works on partial runs too. A run file
+    that cannot be read as what it should be raises :class:`lab.store.StoreError`
+    (``FILE:LINE: ...``; the history's own problems as its subclass
+    :class:`lab.checker.HistoryError`)."""
+    from lab.checker import check_history, load_history
     from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
-    from lab.history import read_history
-    from lab.report.rundir import json_lines
     from lab.systems import spec
 
-    scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
-    results_path = run_dir / "results.json"
-    results: dict[str, Any] = (json.loads(results_path.read_text())
-                               if results_path.exists() else {"partial": True,
-                                                              "exit_reason": "no results.json"})
-    model, options = checker_options(scenario)
+    run = RunDir(run_dir)
+    scenario = run.scenario_dict(strict=True)
+    stored = run.read_results(strict=True)
+    results: dict[str, Any] = (dict(stored.data) if stored is not None
+                               else {"partial": True, "exit_reason": "no results.json"})
+    try:
+        model, options = checker_options(scenario)
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(run.scenario_path, None, "cannot tell the checker's model from "
+                         f"its workload (missing or bad: {e})") from None
     t0 = time.monotonic()
-    outcome = check_history(read_history(run_dir / "history.jsonl"), model,
+    outcome = check_history(load_history(run.history_path), model,
                             time_limit=time_limit, options=options)
     system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
-    split = leader_safety(system.leader_claims(run_dir / "nodes") or [])
+    split = leader_safety(system.leader_claims(run.nodes_dir) or [])
     if system.status_term_is_current:
         logged = {a["term"] for a in split}
-        split += [a for a in election_safety(json_lines(run_dir / "cluster.jsonl", []))
+        split += [a for a in election_safety(run.read_cluster().objects)
                   if a["term"] not in logged]
-    double = vote_safety(system.votes(run_dir / "nodes") or [])
-    lost = commit_safety(system.commit_conflicts(run_dir / "nodes") or [])
+    double = vote_safety(system.votes(run.nodes_dir) or [])
+    lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
@@ -576,5 +580,5 @@ def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, 
         verdict, reason = "unknown", weak
     results["verdict_reason"] = reason
     results["verdict"] = verdict
-    results_path.write_text(json.dumps(results, indent=2, default=str))
+    run.write_results(results)
     return results

@@ -43,6 +43,7 @@ from lab.paths import REPORTS, ROOT
 from lab.replay import ReplayError, ReplayPlan, faults_yaml, load_replay, workload_yaml
 from lab.run import fresh_dir
 from lab.scenario import ScenarioError, Step, load_workload
+from lab.store import RESULTS, SCENARIO, SCHEDULE, RunDir
 from lab.suite import read_results, run_dir_from
 from lab.systems import DEFAULT_SYSTEM
 
@@ -352,14 +353,14 @@ def work_dir_for(run_dir: Path) -> Path:
 
 def _failing(run_dir: Path) -> str | None:
     """Why ``run_dir`` is not a failing run, or None if it is one."""
-    if not run_dir.is_dir() or not (run_dir / "scenario.yaml").is_file():
-        return (f"{run_dir}: not a run directory (needs scenario.yaml, schedule.jsonl and "
-                "results.json)")
-    try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return f"{run_dir}: no readable results.json, so no verdict to shrink"
-    verdict = results.get("verdict") if isinstance(results, dict) else None
+    run = RunDir(run_dir)
+    if not RunDir.is_run(run_dir) or run.missing(SCENARIO):
+        return (f"{run_dir}: not a run directory (needs {SCENARIO}, {SCHEDULE} and "
+                f"{RESULTS})")
+    results = run.read_results()
+    if results is None:
+        return f"{run_dir}: no readable {RESULTS}, so no verdict to shrink"
+    verdict = results.verdict
     if verdict != "invalid":
         return (f"{run_dir}: not a failing run (verdict: {verdict or 'none'}); shrink needs "
                 "a run whose verdict is invalid")
@@ -478,12 +479,8 @@ def shrink_cli(run_dir: Path, out: Path | None, budget: float, attempts: int) ->
                       if Candidate(**t["candidate"]) == best), None)
     workload = _workload_arg(plan, out)
     command = run_command(plan, workload, _shown(out), best)
-    verdict = ""
-    try:
-        verdict = str(json.loads((run_dir / "results.json").read_text()).get(
-            "verdict_reason", ""))
-    except (OSError, ValueError):
-        pass
+    stored = RunDir(run_dir).read_results()
+    verdict = str(stored.get("verdict_reason", "")) if stored is not None else ""
     header = "\n".join([
         f"Shrunk by `raftlab shrink` from the failing run {run_dir.resolve()}",
         f"  (faults {r.faults_name}, verdict invalid: {verdict})." if verdict else

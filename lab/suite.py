@@ -41,6 +41,7 @@ from lab import procs
 from lab.exitcode import ExitCode
 from lab.paths import ROOT, SUITES
 from lab.scenario import ScenarioError, YamlDoc, compose_yaml
+from lab.store import RunDir
 
 CATEGORIES = ("valid", "anomaly", "unknown", "harness error", "skipped")
 _KEYS = ("name", "description", "budget", "time_limit", "nodes", "systems", "workloads",
@@ -317,13 +318,12 @@ def run_dir_from(log: Path) -> Path | None:
 
 
 def read_results(run_dir: Path | None) -> dict[str, Any] | None:
+    """A run's ``results.json`` as plain values, or ``None`` when there is no run, no
+    file, or no JSON object in it."""
     if run_dir is None:
         return None
-    try:
-        data = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    found = RunDir(run_dir).read_results()
+    return found.data if found is not None else None
 
 
 def worst_exit(outcomes: Sequence[Outcome]) -> ExitCode:

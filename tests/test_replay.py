@@ -152,10 +152,10 @@ def test_schedule_file_torn_last_line_ignored_bad_middle_line_rejected(tmp_path:
     p.write_text(good + "\n\n" + good[:20])  # the writer was killed mid-line
     assert [line for line, _ in read_schedule(p)] == [1]
     p.write_text(good + "\n" + "oops\n" + good + "\n")
-    with pytest.raises(ScenarioError, match=r"schedule.jsonl:2: not a JSON object"):
+    with pytest.raises(ScenarioError, match=r"schedule.jsonl:2: not valid JSON"):
         read_schedule(p)
     p.write_text("[1, 2]\n")
-    with pytest.raises(ScenarioError, match=r"schedule.jsonl:1: not a JSON object"):
+    with pytest.raises(ScenarioError, match=r"schedule.jsonl:1: expected a JSON object"):
         read_schedule(p)
 
 
@@ -449,7 +449,7 @@ def test_replay_bad_input(tmp_path: Path, capsys: Any) -> None:
         (bad / "schedule.jsonl").write_text((good / "schedule.jsonl").read_text())
         cases.append(([str(bad)], message))
     for name, text, message in [
-        ("garbage", '{"phase": "start"\n{}\n', "schedule.jsonl:1: not a JSON object"),
+        ("garbage", '{"phase": "start"\n{}\n', "schedule.jsonl:1: not valid JSON"),
         ("action", json.dumps(rec(1, "start", "explode", 1, [])) + "\n",
          "schedule.jsonl:1: unknown action 'explode'"),
         ("node", json.dumps(rec(1, "start", "kill", 1, ["n4"])) + "\n",

@@ -224,7 +224,7 @@ def test_shrink_bad_input(tmp_path: Path, capsys: Any) -> None:
         ([str(valid)], "not a failing run (verdict: valid); shrink needs a run whose "
                        "verdict is invalid"),
         ([str(no_results)], "no readable results.json"),
-        ([str(broken)], "schedule.jsonl:1: not a JSON object"),
+        ([str(broken)], "schedule.jsonl:1: not valid JSON"),
         ([str(broken), "--budget", "soon"], "--budget: cannot parse 'soon'"),
         ([str(broken), "--attempts", "0"], "--attempts: must be at least 1"),
         ([str(broken), "--out", str(tmp_path)], "is a directory"),

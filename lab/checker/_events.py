@@ -20,20 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.store import StoreError, iter_jsonl
+
 EVENT_TYPES = frozenset({"invoke", "ok", "fail", "info"})
 NEMESIS = "nemesis"
 
 
-class HistoryError(ValueError):
+class HistoryError(StoreError):
     """A history that cannot be checked: malformed line, broken invoke/completion pairing,
-    or a value of the wrong shape for the model. Blame lies with the input."""
-
-    def __init__(self, source: str, line: int | None, message: str) -> None:
-        self.source = source
-        self.line = line
-        self.message = message
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {message}")
+    or a value of the wrong shape for the model. Blame lies with the input. A
+    :class:`lab.store.StoreError`: ``str(e)`` is ``SOURCE:LINE: what was wrong``."""
 
 
 @dataclass(slots=True)
@@ -192,29 +188,18 @@ def iter_json_lines(path: Path, warnings: list[str] | None = None
                     ) -> Iterator[tuple[int, Any]]:
     """Yield ``(line number, decoded object)`` for each non-blank line of ``path``.
 
-    A malformed line raises :class:`HistoryError`, except a torn last line with no
-    newline (a writer killed mid-line), which is skipped — the history up to it is
-    whole — with a note appended to ``warnings``.
+    The run directory's one rule (:func:`lab.store.iter_jsonl`, strict): a malformed
+    line raises :class:`HistoryError`, except a torn last line with no newline (a writer
+    killed mid-line), which is skipped -- the history up to it is whole -- with a note
+    appended to ``warnings``.
     """
-    source = str(path)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise HistoryError(source, None, f"cannot read: {e.strerror or e}") from None
-    lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n")
-    for k, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield k, json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if torn_tail and k == len(lines):
-                if warnings is not None:
-                    warnings.append(f"{source}:{k}: ignored a torn last line")
-                return
-            msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-            raise HistoryError(source, k, f"not valid JSON ({msg})") from None
+        lines = iter_jsonl(path, strict=True)
+    except StoreError as e:
+        raise HistoryError(e.source, e.line, e.message) from None
+    if lines.torn_note is not None and warnings is not None:
+        warnings.append(lines.torn_note)
+    yield from lines.records
 
 
 def load_history(path: Path) -> DecodedHistory:

@@ -6,12 +6,13 @@ last) with small sparklines of throughput and recovery time; and a table of ever
 links to its own page by a relative link, so the folder can be copied or served as is.
 
 Run directories are found by walking the root: a directory at depth 2 to 4 that holds a
-``results.json`` or ``scenario.yaml`` is a run (``<root>/<workload>-<faults>/<run>``, and
-deeper layouts such as ``<root>/nightly/<date>/<workload>-<faults>/<run>``); anything else
-is passed over. A run's row comes from its ``summary.json`` cache (see
-:func:`lab.report.summarize_run`), so rendering stays fast with hundreds of runs. A
-directory with a ``scenario.yaml``, no ``results.json`` and files written in the last
-minute is a run in progress, shown as ``running`` and not read further.
+``results.json``, ``scenario.yaml`` or ``history.jsonl`` (:meth:`lab.store.RunDir.is_run`)
+is a run (``<root>/<workload>-<faults>/<run>``, and deeper layouts such as
+``<root>/nightly/<date>/<workload>-<faults>/<run>``); anything else is passed over. A
+run's row comes from its ``summary.json`` cache (see :func:`lab.report.summarize_run`), so
+rendering stays fast with hundreds of runs. A directory with no ``results.json`` and
+files written in the last minute is a run in progress, shown as ``running`` and not read
+further.
 """
 
 from __future__ import annotations
@@ -32,24 +33,22 @@ from lab.report.run_page import (
     TEMPLATES,
     _environment,
     _secs,
-    _write_atomically,
     summarize_run,
 )
+from lab.store import PAGE, RESULTS, SUMMARY, RunDir, write_atomically
 from lab.systems import DEFAULT_SYSTEM
 
-INDEX = "index.html"
+INDEX = PAGE
 MIN_DEPTH, MAX_DEPTH = 2, 4
 ACTIVE_S = 60.0  # a run without results.json that wrote something this recently is running
 STRIP = 30  # verdict squares (and sparkline points) per workload x fault pair
-ACTIVITY_FILES = ("history.jsonl", "cluster.jsonl", "lab.log", "schedule.jsonl",
-                  "scenario.yaml")
 TIMES = "\u00d7"
 VERDICTS = ("valid", "invalid", "unknown", "running")
 
 
 def is_run(path: Path) -> bool:
-    """A run directory, as the index sees it: it has results.json or scenario.yaml."""
-    return (path / "results.json").is_file() or (path / "scenario.yaml").is_file()
+    """A run directory (:meth:`lab.store.RunDir.is_run`, the one test)."""
+    return RunDir.is_run(path)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -77,16 +76,12 @@ def find_runs(root: Path) -> list[Path]:
 
 def running(run_dir: Path, now: float | None = None) -> bool:
     """No results.json yet, and something was written in the last minute."""
-    if (run_dir / "results.json").exists():
+    run = RunDir(run_dir)
+    if run.has_results():
         return False
     now = time.time() if now is None else now
-    for name in ACTIVITY_FILES:
-        try:
-            if now - (run_dir / name).stat().st_mtime < ACTIVE_S:
-                return True
-        except OSError:
-            continue
-    return False
+    last = run.last_activity()
+    return last is not None and now - last < ACTIVE_S
 
 
 def run_row(root: Path, run_dir: Path, now: float | None = None) -> dict[str, Any]:
@@ -114,13 +109,7 @@ def run_row(root: Path, run_dir: Path, now: float | None = None) -> dict[str, An
 
 
 def _running_row(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        scenario = None
-    s = scenario if isinstance(scenario, dict) else {}
+    s = RunDir(run_dir).scenario_dict(strict=False)
 
     def name(section: str) -> Any:
         v = s.get(section)
@@ -162,7 +151,7 @@ def fingerprint(root: Path) -> tuple[Any, ...]:
     out: list[Any] = []
     for d in find_runs(root):
         stamps: list[int | None] = []
-        for name in ("results.json", "summary.json", INDEX):
+        for name in (RESULTS, SUMMARY, INDEX):
             try:
                 stamps.append((d / name).stat().st_mtime_ns)
             except OSError:
@@ -394,7 +383,7 @@ def render_index(root: Path) -> Path:
     """Render ``root/index.html``; return its path."""
     out = writable_index(root)
     html, _ = index_html(root)
-    _write_atomically(out, html)
+    write_atomically(out, html)
     return out
 
 

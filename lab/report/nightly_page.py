@@ -14,6 +14,8 @@ from typing import Any
 
 import jinja2
 
+from lab.store import RunDir
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -26,7 +28,7 @@ def render_nightly(out: Path, summary: dict[str, Any]) -> Path:
     for r in summary.get("runs", []):
         link = None
         if r.get("run_dir"):
-            page = Path(r["run_dir"]) / "index.html"
+            page = RunDir(r["run_dir"]).page_path
             if page.exists():
                 link = os.path.relpath(page, out)
         runs.append({**r, "link": link})

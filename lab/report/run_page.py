@@ -7,8 +7,6 @@ fetched from the network. It is written atomically, so a reader never sees half 
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
 import time
 from functools import lru_cache
@@ -22,10 +20,10 @@ from lab.report import plots, table
 from lab.report.analysis import Facts, Impact, analyse
 from lab.report.anomalies import CheckerView, checker_views
 from lab.report.rundir import RunData, load_run
+from lab.store import PAGE, RunDir, write_atomically
 from lab.systems import DEFAULT_SYSTEM
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-SUMMARY = "summary.json"
 RUNS_INDEX_MARK = b'<meta name="generator" content="raftlab runs index">'
 TIMES = "\u00d7"  # workload x faults
 
@@ -66,9 +64,9 @@ def render_run(run_dir: Path) -> Path:
     checkers = checker_views(run)
     html = _environment().get_template("run.html.j2").render(page_context(run, facts,
                                                                           checkers))
-    out = run_dir / "index.html"
-    _write_atomically(out, html)
-    _write_summary(run_dir, summary(run, facts, checkers))
+    out = RunDir(run_dir).page_path
+    write_atomically(out, html)
+    RunDir(run_dir).write_summary(summary(run, facts, checkers))
     return out
 
 
@@ -78,13 +76,13 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
 
     Reads ``summary.json`` when it is newer than the run's results and history, and
     otherwise works it out from the run directory and stores it there (best effort)."""
-    cached = _cached_summary(run_dir)
+    cached = RunDir(run_dir).read_summary()
     if cached is not None:
         return cached
     run = load_run(run_dir)
     facts = analyse(run)
     row = summary(run, facts, checker_views(run))
-    _write_summary(run_dir, row)
+    RunDir(run_dir).write_summary(row)
     return row
 
 
@@ -112,7 +110,7 @@ def summary(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dict[str
         "throughput": _round(facts.throughput, 1),
         "faults_bit": facts.bite.bit,
         "duration_s": run.results.get("duration_s"),
-        "report": "index.html" if (run.path / "index.html").exists() else None,
+        "report": PAGE if RunDir(run.path).page_path.exists() else None,
     }
 
 
@@ -347,29 +345,3 @@ def _started(run: RunData) -> float | None:
 
 def _local_time(t: float | None) -> str:
     return "unknown" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_summary(run_dir: Path, row: dict[str, Any]) -> None:
-    try:
-        _write_atomically(run_dir / SUMMARY, json.dumps(row, indent=1, default=str))
-    except OSError:
-        pass  # a read-only run directory still gets its summary, just not cached
-
-
-def _cached_summary(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / SUMMARY
-    try:
-        mtime = path.stat().st_mtime
-        if any((run_dir / n).exists() and (run_dir / n).stat().st_mtime > mtime
-               for n in ("results.json", "history.jsonl", "cluster.jsonl", "schedule.jsonl")):
-            return None
-        row = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return row if isinstance(row, dict) else None

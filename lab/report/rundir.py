@@ -3,7 +3,8 @@
 Everything here is forgiving. A report must render for a run that was killed at any
 moment, checked or not: a missing file is empty, a torn or malformed line is skipped
 (and counted in ``warnings``), an invoke without a completion is a ``pending``
-operation. The checker is the strict reader of histories; the report only draws them.
+operation. The files are read through :class:`lab.store.RunDir` in its forgiving mode;
+the checker is the strict reader of histories; the report only draws them.
 
 Times are nanoseconds since the run started, the clock that ``history.jsonl``,
 ``schedule.jsonl`` and ``cluster.jsonl`` share.
@@ -12,16 +13,12 @@ Times are nanoseconds since the run started, the clock that ``history.jsonl``,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lab.store import SCHEDULE, JsonLines, RunDir
 
-RUN_FILES = ("results.json", "scenario.yaml", "history.jsonl")
-LISTED_FILES = ("results.json", "scenario.yaml", "history.jsonl", "schedule.jsonl",
-                "cluster.jsonl", "lab.log", "toxiproxy.log")
 NEMESIS = "nemesis"
 PROCESS_ACTIONS = frozenset({"kill", "stop", "pause", "restart", "start", "resume"})
 
@@ -126,25 +123,27 @@ class RunData:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` looks like a run directory (one of its core files is there)."""
-    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+    """Whether ``path`` is a run directory (:meth:`lab.store.RunDir.is_run`)."""
+    return RunDir.is_run(path)
 
 
 def load_run(path: Path) -> RunData:
     """Read every file of a run directory the report uses; never raises on bad content."""
+    run = RunDir(path)
     warnings: list[str] = []
-    results = _read_json_object(path / "results.json", warnings)
-    scenario = _read_yaml_object(path / "scenario.yaml", warnings)
-    events = list(json_lines(path / "history.jsonl", warnings))
+    found = run.read_results(strict=False, warnings=warnings)
+    results = found.data if found is not None else {}
+    scenario = run.scenario_dict(strict=False, warnings=warnings)
+    events = _counted(run.read_history(strict=False), warnings)
     ops = operations(events)
-    schedule = list(json_lines(path / "schedule.jsonl", warnings))
+    schedule = _counted(run.jsonl(SCHEDULE, strict=False), warnings)
     if not schedule:
         schedule = [_schedule_record(e) for e in events if e.get("process") == NEMESIS]
     schedule = [r for r in schedule if _is_number(r.get("time"))]
-    polls = [_clean_poll(p) for p in json_lines(path / "cluster.jsonl", warnings)
+    polls = [_clean_poll(p) for p in _counted(run.read_cluster(strict=False), warnings)
              if _is_number(p.get("time")) and isinstance(p.get("node"), str)]
     return RunData(path, results, scenario, ops, faults_from(schedule), polls,
-                   events=len(events), warnings=warnings, files=_files(path))
+                   events=len(events), warnings=warnings, files=run.listed_files())
 
 
 def operations(events: list[dict[str, Any]]) -> list[Operation]:
@@ -246,60 +245,10 @@ def _schedule_record(ev: dict[str, Any]) -> dict[str, Any]:
             "fault": ev.get("fault"), **value}
 
 
-def json_lines(path: Path, warnings: list[str]) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file; bad lines are skipped and counted."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return
-    lines = [line for line in text.split("\n") if line.strip()]
-    try:
-        decoded = json.loads("[" + ",".join(lines) + "]")  # one call: much faster
-    except json.JSONDecodeError:
-        decoded = []
-        for line in lines:
-            try:
-                decoded.append(json.loads(line))
-            except json.JSONDecodeError:
-                decoded.append(None)
-    bad = 0
-    for item in decoded:
-        if isinstance(item, dict):
-            yield item
-        else:
-            bad += 1
+def _counted(lines: JsonLines, warnings: list[str]) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file read forgivingly; the lines it had to skip (a
+    torn tail among them) are counted in ``warnings``."""
+    bad = len(lines.skipped) + (lines.torn is not None)
     if bad:
-        warnings.append(f"{path.name}: skipped {bad} line(s) that are not JSON objects")
-
-
-def _read_json_object(path: Path, warnings: list[str]) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        warnings.append(f"{path.name}: unreadable ({e})")
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_yaml_object(path: Path, warnings: list[str]) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        warnings.append(f"{path.name}: unreadable ({' '.join(str(e).split())})")
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _files(path: Path) -> list[tuple[str, int]]:
-    """The run's files worth linking (relative path, size in bytes), node logs last."""
-    out = [(name, (path / name).stat().st_size) for name in LISTED_FILES
-           if (path / name).is_file()]
-    nodes = path / "nodes"
-    if nodes.is_dir():
-        for log in sorted(nodes.glob("*/*.log")):
-            out.append((log.relative_to(path).as_posix(), log.stat().st_size))
-    return out
+        warnings.append(f"{lines.path.name}: skipped {bad} line(s) that are not JSON objects")
+    return lines.objects

@@ -33,7 +33,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from lab.exitcode import ExitCode
 from lab.report.index_page import INDEX, fingerprint, index_html, writable_index
-from lab.report.run_page import _write_atomically
+from lab.store import write_atomically
 
 HOST = "127.0.0.1"  # never 0.0.0.0: the reports may name hosts, ports and data
 TEXT = "text/plain; charset=utf-8"
@@ -96,7 +96,7 @@ class ReportsServer(ThreadingHTTPServer):
                 self._index = text.encode("utf-8")
                 self._live = any(r["status"] == "running" for r in rows)
                 try:
-                    _write_atomically(writable_index(self.root), text)
+                    write_atomically(writable_index(self.root), text)
                 except OSError:
                     pass  # a read-only folder, or another page of that name: served anyway
                 self._fingerprint = fingerprint(self.root)  # summaries may have been cached

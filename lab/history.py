@@ -26,7 +26,7 @@ from typing import IO, Any
 import trio
 
 from lab.fastjson import dumps
-from lab.store import iter_jsonl
+from lab.jsonl import iter_jsonl
 
 EVENT_TYPES = ("invoke", "ok", "fail", "info")
 FLUSH_EVERY = 0.02  # seconds

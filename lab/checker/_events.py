@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.store import StoreError, iter_jsonl
+from lab.jsonl import StoreError, iter_jsonl
 
 EVENT_TYPES = frozenset({"invoke", "ok", "fail", "info"})
 NEMESIS = "nemesis"

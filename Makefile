@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Two pytest workers: most tests wait on real processes and sockets, so two share the
+# machine's cores well (the suite takes about half the time it takes in one).
+WORKERS ?= 2
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +18,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/raftlab run
 
-test: $(STAMP)
-	$(BIN)/ruff check lab nodes tests bench
-	$(BIN)/mypy
-	$(BIN)/pytest -q
+# Everything: lint, types, the import contracts, and every test (the slow detection runs too).
+test: lint
+	$(BIN)/pytest -q -n $(WORKERS)
+
+# The same without the slow detection runs (whole experiments, suites, replays, shrinks):
+# a few minutes, for the edit-test loop. CI and `make test` run them all.
+test-fast: lint
+	$(BIN)/pytest -q -n $(WORKERS) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check lab nodes tests bench

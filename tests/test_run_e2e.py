@@ -714,6 +714,7 @@ def test_every_workload_has_an_end_to_end_run() -> None:
 
 @pytest.mark.processes
 @pytest.mark.parametrize(("workload", "fault"), WORKLOAD_RUNS)
+@pytest.mark.slow
 def test_workload_runs_clean(tmp_path: Path, workload: str, fault: str) -> None:
     limit = time_limit_for(fault)
     run = run_lab(tmp_path, workload, fault, limit)
@@ -750,6 +751,7 @@ def test_shipped_scenarios_all_load() -> None:
 
 @pytest.mark.processes
 @pytest.mark.parametrize("fault", OTHER_FAULTS)
+@pytest.mark.slow
 def test_fault_scenario_runs(tmp_path: Path, fault: str) -> None:
     sc = load_faults(ROOT / "faults" / f"{fault}.yaml")
     named = {n for step in sc.schedule for site in (*step.params.get("sites", ()),

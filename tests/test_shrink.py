@@ -273,6 +273,7 @@ def faults_of(run: Path) -> list[tuple[str, list[str], float, float | None]]:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_a_seeded_bug_failure_replays_and_shrinks(tmp_path: Path) -> None:
     """raftkv with early-ack under isolate-leader ends invalid; its replay applies the
     same faults to the same nodes at the same offsets, with the same leader when the
@@ -347,6 +348,7 @@ def test_a_seeded_bug_failure_replays_and_shrinks(tmp_path: Path) -> None:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_a_figure_8_failure_replays(tmp_path: Path) -> None:
     """The scripted Figure 8 (faults/figure-8.yaml) loses a committed entry on raftkv with
     old-term-commit, and so does its replay: the script leaves little to chance, so here a

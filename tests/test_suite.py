@@ -184,6 +184,7 @@ def test_budget_skips_what_does_not_fit(tmp_path: Path) -> None:
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_quick_suite_runs_clean(tmp_path: Path) -> None:
     """The CI suite on correct raftkv: every run valid, a summary and a page that links
     every run's report."""

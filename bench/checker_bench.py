@@ -7,7 +7,7 @@ Usage::
 
 What is measured
 ----------------
-* **Peer histories** (``../shared/peer-histories`` or ``$RAFTLAB_PEER_HISTORIES``): each
+* **Peer histories** (the folder ``$RAFTLAB_PEER_HISTORIES`` names): each
   file is read, decoded and checked (``load_history`` + ``check_history``, the work of
   ``raftlab check`` minus interpreter start-up), timed with ``time.perf_counter``. The
   102 porcupine etcd files (cas-register, initial null): total, median and maximum; the

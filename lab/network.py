@@ -5,8 +5,8 @@ listens on a free 127.0.0.1 port with upstream = j's real peer address, and memb
 told to dial it to reach j (``Network.dial`` is a ``RaftkvCluster.dial``); for every
 member a proxy ``"client->i"`` fronts its client port (``Network.client_addr``).
 
-Theory of operation (``shared/DESIGN.md``, "Directed links"; ``TOXIPROXY-API.md`` §12):
-a proxy cannot tell which way bytes go between two *members*, only between its client
+Theory of operation (``docs/architecture.md``, "Directed links"; ``docs/toxiproxy.md``): a
+proxy cannot tell which way bytes go between two *members*, only between its client
 (the dialler) and its upstream. So an effect on "what a sends to b" is installed on two
 streams: proxy ``a->b`` **upstream** (what a writes on the connection it dialled) and proxy
 ``b->a`` **downstream** (what a answers on the connection b dialled). That holds for

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -679,10 +679,6 @@ def check_members(f: FaultScenario, nodes: int) -> None:
         check(r.targets, r.line, "random.targets")
     if f.initial_leader is not None:
         check([f.initial_leader], f.initial_leader_line, "initial_leader")
-
-
-def iter_builtin(folder: Path) -> Iterator[Path]:
-    yield from sorted(folder.glob("*.yaml"))
 
 
 # --------------------------------------------------------------------------- JSON Schema

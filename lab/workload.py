@@ -1,7 +1,7 @@
 """Operation generators: pure, seeded streams of operations for each workload model.
 
 A generator knows nothing about the system under test; it yields :class:`Op` values in
-Jepsen's shapes (``../shared/DESIGN.md``, "Operation shapes per model"), and a final phase
+Jepsen's shapes (``docs/writing-workloads.md``, the operations of each model), and a final phase
 of operations run after the faults are healed. The same seed gives the same stream.
 """
 

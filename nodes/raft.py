@@ -17,8 +17,9 @@ Theory of operation (after etcd-io/raft's ``raft.go`` and the h11 sans-IO style)
 
 Safety pieces and where they live:
 
-* Election restriction (a vote only for a log at least as up to date): ``_grant``.
-* Log matching and conflict truncation: ``_handle_append`` / ``RaftLog.append``.
+* Election restriction (a vote only for a log at least as up to date):
+  ``_handle_vote_request``.
+* Log matching and conflict truncation: ``_handle_append`` / ``RaftLog.truncate_append``.
 * Commit only by majority and only entries of the current term (Figure 8):
   ``_maybe_commit``. A new leader appends a no-op so its term gets an entry to commit.
 * PreVote: a node that cannot win (cut off, or behind) never bumps its term, so it cannot
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,15 +286,6 @@ class Raft:
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
         return self._append([data])
-
-    def propose_many(self, commands: Iterable[Any]) -> list[int]:
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        data = list(commands)
-        if not data:
-            return []
-        last = self._append(data)
-        return list(range(last - len(data) + 1, last + 1))
 
     def read_index(self) -> int:
         """Ask for a linearizable read. Returns a context; a ``ReadState`` with that

@@ -21,8 +21,7 @@ ENTRIES: list[Any] = (
     [pytest.param(e, id=e["file"].removesuffix(".jsonl")) for e in peer_manifest(FOLDER)]
     if FOLDER is not None else
     [pytest.param(None, marks=pytest.mark.skip(
-        reason=f"peer histories not found: set ${ENV} or place them at "
-               "../shared/peer-histories beside the repository"))]
+        reason=f"peer histories not found: set ${ENV} to their folder"))]
 )
 
 

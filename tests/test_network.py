@@ -5,7 +5,7 @@ through the proxies (leader isolation, "leader can send but not receive").
 
 Every test ends by proving that the Toxiproxy process it started is gone and that none of
 its ports (API and proxies) still listens; the raftkv tests also check the members (via
-``conftest_processes.running``). Delays are asserted with a lower bound (the contract)
+``clusters.running``). Delays are asserted with a lower bound (the contract)
 and a generous upper bound for unaffected links, never as performance figures.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest_processes import request, running, statuses, wait_for, wait_leader, wait_settled
+from clusters import request, running, statuses, wait_for, wait_leader, wait_settled
 
 from lab import topology as T
 from lab.network import Network

@@ -1,7 +1,7 @@
 """Bad input never kills a raftkv node: damaged WAL files, bad command lines, garbage on
 the peer and client ports. A node either repairs what is safe to repair (a torn WAL tail),
 refuses to start with a one-line message and exit status 2 (corruption, bad flags), or
-rejects the input, logs it and keeps serving. Helpers: ``tests/conftest_processes.py``."""
+rejects the input, logs it and keeps serving. Helpers: ``tests/clusters.py``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest_processes import (
+from clusters import (
     assert_cleaned_up,
     assert_no_crash,
     call,

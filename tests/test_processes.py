@@ -1,6 +1,6 @@
 """raftkv as real OS processes on loopback: elections, crashes, restarts, snapshots and
 the client protocol, observed only through the client port, the data directory and the
-node logs (the lab's view). Helpers: ``tests/conftest_processes.py``."""
+node logs (the lab's view). Helpers: ``tests/clusters.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest_processes import (
+from clusters import (
     Router,
     assert_no_crash,
     call,

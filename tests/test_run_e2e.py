@@ -476,7 +476,7 @@ def _islands(members: list[str], cut: set[tuple[str, str]]) -> list[list[str]]:
 def check_fault_record(rec: dict[str, Any], members: list[str],
                        sites: list[list[str]] | None = None) -> None:
     """A schedule.jsonl start record names members of the cluster and exactly the
-    directed links its action cuts or slows (DESIGN.md, "Directed links")."""
+    directed links its action cuts or slows (docs/architecture.md, "Directed links")."""
     action, nodes = rec["action"], rec["nodes"]
     links = {(a, b) for a, b in rec.get("links", [])}
     others = [m for m in members if m not in nodes]
@@ -528,7 +528,7 @@ def check_schedule(run: Run, fault: str, members: list[str]) -> None:
 
 
 def check_op_shapes(model: str, events: list[dict[str, Any]], keys: list[str]) -> None:
-    """Every client event has Jepsen's shape for its model (DESIGN.md)."""
+    """Every client event has Jepsen's shape for its model (docs/writing-workloads.md)."""
     for e in client_events(events):
         f, v, typ = e["f"], e["value"], e["type"]
         where = f"index {e['index']}: {e}"

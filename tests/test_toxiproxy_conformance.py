@@ -1,4 +1,6 @@
-"""Conformance suite for Toxiproxy-compatible servers (shared/TOXIPROXY-API.md, §11).
+"""Conformance suite for Toxiproxy-compatible servers: the HTTP API and the toxics'
+effects that ``docs/toxiproxy.md`` describes, and upstream Toxiproxy's behaviour that the
+built-in server must match.
 
 Every test runs against the built-in server (``python -m lab.toxiproxy`` in a subprocess)
 and, when one is available, against a real upstream ``toxiproxy-server``: set
@@ -7,12 +9,11 @@ and, when one is available, against a real upstream ``toxiproxy-server``: set
 skipped. Tests about our documented deviations run against the built-in server only.
 
 The data-plane tests push real bytes over loopback through proxies to small threaded
-upstream servers started here (echo, sink, and so on) and measure the effect of each
-toxic. Timing bounds are the contract's (e.g. latency 100 ms adds at least 100 ms) with
-generous upper bounds, because the machine is shared. The checklist items each test
-covers are noted as ``[§11.N]``.
+upstream servers started here (echo, sink, and so on) and check the effect of each toxic.
+A toxic's effect is checked from below (latency 100 ms adds at least 100 ms) and by
+logic, never by a speed: one round trip faster than a toxic's delay proves it gone, and a
+wait that does not end is caught by a generous timeout. The machine may be busy.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -386,7 +387,6 @@ def silent_for(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_index_of_empty_server_is_empty_object(api: Server) -> None:
-    """[§11.1]"""
     r = api.get("/proxies")
     assert r.status_code == 200
     assert r.json() == {}
@@ -394,7 +394,7 @@ def test_index_of_empty_server_is_empty_object(api: Server) -> None:
 
 
 def test_create_returns_201_with_every_field_and_listens(api: Server, echo: Upstream) -> None:
-    """[§11.2, §11.4] enabled defaults to true; port 0 comes back as the real port."""
+    """enabled defaults to true; port 0 comes back as the real port."""
     r = api.post(
         "/proxies",
         {"name": "one", "listen": f"{LOOPBACK}:0", "upstream": f"{LOOPBACK}:{echo.port}"},
@@ -413,14 +413,12 @@ def test_create_returns_201_with_every_field_and_listens(api: Server, echo: Upst
 
 
 def test_create_with_localhost_reports_resolved_address(api: Server, echo: Upstream) -> None:
-    """[§11.3]"""
     port = free_port()
     body = api.create("local", echo.port, listen=f"localhost:{port}")
     assert body["listen"] == f"127.0.0.1:{port}"
 
 
 def test_create_with_blank_name_or_upstream_is_400(api: Server) -> None:
-    """[§11.5, §11.13]"""
     r = api.post("/proxies", {"name": "", "listen": f"{LOOPBACK}:0", "upstream": "127.0.0.1:1"})
     assert r.status_code == 400
     assert r.json() == {"error": "missing required field: name", "status": 400}
@@ -431,7 +429,6 @@ def test_create_with_blank_name_or_upstream_is_400(api: Server) -> None:
 
 
 def test_create_duplicate_name_is_409_even_on_another_port(api: Server, echo: Upstream) -> None:
-    """[§11.6]"""
     api.create("dup", echo.port)
     r = api.post("/proxies", {"name": "dup", "listen": f"{LOOPBACK}:0", "upstream": "127.0.0.1:1"})
     assert r.status_code == 409
@@ -441,7 +438,7 @@ def test_create_duplicate_name_is_409_even_on_another_port(api: Server, echo: Up
 def test_create_on_a_bound_port_is_500_until_the_owner_is_deleted(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.7] the bind error text is reported; DELETE frees the port at once."""
+    """the bind error text is reported; DELETE frees the port at once."""
     port = free_port()
     api.create("first", echo.port, listen=f"{LOOPBACK}:{port}")
     body = {"name": "second", "listen": f"{LOOPBACK}:{port}", "upstream": f"{LOOPBACK}:{echo.port}"}
@@ -458,7 +455,7 @@ def test_create_on_a_bound_port_is_500_until_the_owner_is_deleted(
 
 
 def test_disabled_proxy_binds_nothing_until_enabled(api: Server, echo: Upstream) -> None:
-    """[§11.8] listen is echoed verbatim while never bound; toggling opens/closes it."""
+    """listen is echoed verbatim while never bound; toggling opens/closes it."""
     port = free_port()
     listen = f"localhost:{port}"
     body = api.create("off", echo.port, listen=listen, enabled=False)
@@ -479,7 +476,6 @@ def test_disabled_proxy_binds_nothing_until_enabled(api: Server, echo: Upstream)
 def test_delete_is_204_closes_the_port_and_a_second_delete_is_404(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.9]"""
     listen = api.create("gone", echo.port)["listen"]
     r = api.delete("/proxies/gone")
     assert r.status_code == 204
@@ -492,7 +488,6 @@ def test_delete_is_204_closes_the_port_and_a_second_delete_is_404(
 
 
 def test_browser_user_agent_is_forbidden(api: Server) -> None:
-    """[§11.10]"""
     browser = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"
     r = api.get("/proxies", headers={"User-Agent": browser})
     assert r.status_code == 403
@@ -504,7 +499,7 @@ def test_browser_user_agent_is_forbidden(api: Server) -> None:
 
 
 def test_every_routed_response_has_a_request_id(api: Server, echo: Upstream) -> None:
-    """[§11.11] including errors of routed paths; unrouted 404s do not get one."""
+    """including errors of routed paths; unrouted 404s do not get one."""
     api.create("rid", echo.port)
     responses = [
         api.get("/proxies"),
@@ -521,7 +516,6 @@ def test_every_routed_response_has_a_request_id(api: Server, echo: Upstream) -> 
 
 
 def test_version_body_is_exact(api: Server) -> None:
-    """[§11.12]"""
     r = api.get("/version")
     assert r.status_code == 200
     assert re.fullmatch(r'\{"version": "[^"]+"\}\n', r.text), repr(r.text)
@@ -530,7 +524,6 @@ def test_version_body_is_exact(api: Server) -> None:
 
 
 def test_errors_are_json_objects_with_matching_status(api: Server, echo: Upstream) -> None:
-    """[§11.13]"""
     api.create("err", echo.port)
     cases = [
         (api.get("/proxies/nope"), 404, "proxy not found"),
@@ -545,7 +538,6 @@ def test_errors_are_json_objects_with_matching_status(api: Server, echo: Upstrea
 
 
 def test_post_and_patch_both_update_proxies_and_toxics(api: Server, echo: Upstream) -> None:
-    """[§11.14]"""
     api.create("upd", echo.port)
     api.add_toxic("upd", "latency", attributes={"latency": 10})
     for method, value in (("POST", 20), ("PATCH", 30)):
@@ -561,14 +553,13 @@ def test_post_and_patch_both_update_proxies_and_toxics(api: Server, echo: Upstre
 
 
 def test_metrics_route_is_absent_without_metrics_flags(api: Server) -> None:
-    """[§11.15]"""
     assert api.get("/metrics").status_code == 404
 
 
 def test_metrics_route_counts_proxied_bytes_with_proxy_metrics(
     server_process: Server, tmp_path: Path, echo: Upstream
 ) -> None:
-    """[§11.15] with -proxy-metrics the counters appear once a connection has ended."""
+    """with -proxy-metrics the counters appear once a connection has ended."""
     builtin_only(server_process, "starts a second built-in server with --proxy-metrics")
     server = start_builtin(tmp_path, "--proxy-metrics")
     try:
@@ -606,7 +597,7 @@ def test_unknown_path_is_plain_404_and_wrong_method_is_405(api: Server) -> None:
 
 
 def test_malformed_json_is_400_bad_request_body(api: Server, echo: Upstream) -> None:
-    """[§2] bodies are decoded as JSON whatever the Content-Type says."""
+    """bodies are decoded as JSON whatever the Content-Type says."""
     r = api.post("/proxies", data=b"{not json", headers={"Content-Type": "text/plain"})
     assert r.status_code == 400
     assert r.json()["error"].startswith("bad request body: ")
@@ -662,7 +653,7 @@ def test_garbage_request_gets_400_and_the_connection_closes(api: Server) -> None
 
 
 def test_update_with_only_enabled_keeps_listen_and_upstream(api: Server, echo: Upstream) -> None:
-    """[§3.2] the body {"enabled": ...} alone is what the Python and Ruby clients send."""
+    """the body {"enabled": ...} alone is what the Python and Ruby clients send."""
     created = api.create("only", echo.port)
     r = api.post("/proxies/only", {"enabled": False})
     assert r.status_code == 200
@@ -678,7 +669,6 @@ def test_update_with_only_enabled_keeps_listen_and_upstream(api: Server, echo: U
 
 
 def test_populate_creates_proxies_in_request_order(api: Server, echo: Upstream) -> None:
-    """[§11.16, §11.17, §11.18]"""
     body = [
         {"name": "b-second", "listen": f"{LOOPBACK}:0", "upstream": f"{LOOPBACK}:{echo.port}"},
         {
@@ -709,7 +699,7 @@ def test_populate_creates_proxies_in_request_order(api: Server, echo: Upstream) 
 def test_populate_keeps_an_equivalent_proxy_and_replaces_a_changed_one(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.19] same resolved listen + upstream: untouched (toxics, connections survive)."""
+    """same resolved listen + upstream: untouched (toxics, connections survive)."""
     port = free_port()
     api.create("keep", echo.port, listen=f"{LOOPBACK}:{port}")
     api.create("swap", echo.port)
@@ -747,7 +737,6 @@ def test_populate_keeps_an_equivalent_proxy_and_replaces_a_changed_one(
 def test_populate_with_a_nameless_element_is_400_and_creates_nothing(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.20]"""
     body = [
         {"name": "ok", "listen": f"{LOOPBACK}:0", "upstream": f"{LOOPBACK}:{echo.port}"},
         {"listen": f"{LOOPBACK}:0", "upstream": f"{LOOPBACK}:{echo.port}"},
@@ -762,7 +751,7 @@ def test_populate_with_a_nameless_element_is_400_and_creates_nothing(
 def test_populate_stops_at_a_failing_element_and_reports_the_partial_list(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.21] the first element stays created, later ones are not."""
+    """the first element stays created, later ones are not."""
     body = [
         {"name": "one", "listen": f"{LOOPBACK}:0", "upstream": f"{LOOPBACK}:{echo.port}"},
         {"name": "two", "listen": f"{LOOPBACK}:99999", "upstream": f"{LOOPBACK}:{echo.port}"},
@@ -782,7 +771,6 @@ def test_populate_stops_at_a_failing_element_and_reports_the_partial_list(
 
 
 def test_reset_enables_every_proxy_and_removes_every_toxic(api: Server, echo: Upstream) -> None:
-    """[§11.22]"""
     api.create("r1", echo.port)
     api.create("r2", echo.port, enabled=False)
     api.add_toxic("r1", "latency", attributes={"latency": 1})
@@ -800,7 +788,6 @@ def test_reset_enables_every_proxy_and_removes_every_toxic(api: Server, echo: Up
 
 
 def test_reset_keeps_established_connections_working(api: Server, echo: Upstream) -> None:
-    """[§11.23]"""
     listen = api.create("persist", echo.port)["listen"]
     with connect(listen) as sock:
         roundtrip(sock)
@@ -816,7 +803,6 @@ def test_reset_keeps_established_connections_working(api: Server, echo: Upstream
 
 
 def test_toxic_create_is_200_with_defaults(api: Server, echo: Upstream) -> None:
-    """[§11.24]"""
     api.create("tx", echo.port)
     r = api.post("/proxies/tx/toxics", {"type": "latency"})
     assert r.status_code == 200
@@ -845,7 +831,6 @@ def test_toxic_create_is_200_with_defaults(api: Server, echo: Upstream) -> None:
 
 
 def test_toxic_names_are_unique_across_streams(api: Server, echo: Upstream) -> None:
-    """[§11.25]"""
     api.create("names", echo.port)
     api.add_toxic("names", "latency", name="shared", stream="upstream")
     r = api.post(
@@ -860,7 +845,7 @@ def test_toxic_names_are_unique_across_streams(api: Server, echo: Upstream) -> N
 
 
 def test_invalid_stream_or_type_is_400(api: Server, echo: Upstream) -> None:
-    """[§11.26] including a missing type and the Node client's non-existent "down" type."""
+    """including a missing type and the Node client's non-existent "down" type."""
     api.create("inv", echo.port)
     r = api.post("/proxies/inv/toxics", {"type": "latency", "stream": "walrustream"})
     assert r.status_code == 400
@@ -886,14 +871,12 @@ def test_stream_is_parsed_case_insensitively_and_echoed_verbatim(
 
 
 def test_toxicity_given_on_create_round_trips(api: Server, echo: Upstream) -> None:
-    """[§11.27]"""
     api.create("tox", echo.port)
     assert api.add_toxic("tox", "latency", toxicity=0.2)["toxicity"] == 0.2
     assert api.get("/proxies/tox/toxics/latency_downstream").json()["toxicity"] == 0.2
 
 
 def test_toxic_update_merges_attributes_and_keeps_toxicity(api: Server, echo: Upstream) -> None:
-    """[§11.28]"""
     api.create("merge", echo.port)
     api.add_toxic("merge", "latency", attributes={"latency": 100, "jitter": 10})
     r = api.patch(
@@ -912,7 +895,6 @@ def test_toxic_update_merges_attributes_and_keeps_toxicity(api: Server, echo: Up
 
 
 def test_toxic_delete_is_204_then_404(api: Server, echo: Upstream) -> None:
-    """[§11.29]"""
     api.create("del", echo.port)
     api.add_toxic("del", "latency")
     r = api.delete("/proxies/del/toxics/latency_downstream")
@@ -938,7 +920,7 @@ def test_toxic_show_returns_the_toxic(api: Server, echo: Upstream) -> None:
 
 
 def test_toxics_are_listed_upstream_first_in_insertion_order(api: Server, echo: Upstream) -> None:
-    """[§11.45] in GET .../toxics and in the proxy's toxics."""
+    """in GET .../toxics and in the proxy's toxics."""
     api.create("order", echo.port)
     for name, stream in (
         ("d1", "downstream"),
@@ -994,7 +976,7 @@ def test_integral_float_attributes_are_accepted(api: Server, echo: Upstream) -> 
 
 
 def test_bytes_pass_unchanged_small_big_and_split(api: Server, echo: Upstream) -> None:
-    """[§11.30] including messages larger than a read buffer and split across writes."""
+    """including messages larger than a read buffer and split across writes."""
     listen = api.create("pass", echo.port)["listen"]
     with connect(listen) as sock:
         roundtrip(sock, b"hello world")
@@ -1012,14 +994,14 @@ def test_bytes_pass_unchanged_small_big_and_split(api: Server, echo: Upstream) -
 
 
 def test_dead_upstream_accepts_then_closes(api: Server) -> None:
-    """[§11.31] connect succeeds (no ECONNREFUSED), then EOF comes promptly."""
+    """connect succeeds (no ECONNREFUSED), then EOF comes promptly."""
     listen = api.create("dead", free_port())["listen"]
     with connect(listen) as sock:
         assert wait_closed(sock, 10) in ("eof", "reset")  # EOF, not a connection left open
 
 
 def test_disable_closes_connections_and_refuses_until_enabled(api: Server, echo: Upstream) -> None:
-    """[§11.32] both sockets close; toxics survive; re-enabling binds the same address."""
+    """both sockets close; toxics survive; re-enabling binds the same address."""
     listen = api.create("toggle", echo.port)["listen"]
     api.add_toxic("toggle", "noop")
     with connect(listen) as sock:
@@ -1037,7 +1019,6 @@ def test_disable_closes_connections_and_refuses_until_enabled(api: Server, echo:
 
 
 def test_delete_closes_open_connections(api: Server, echo: Upstream) -> None:
-    """[§11.32, §3.3]"""
     listen = api.create("drop", echo.port)["listen"]
     with connect(listen) as sock:
         roundtrip(sock)
@@ -1049,7 +1030,6 @@ def test_delete_closes_open_connections(api: Server, echo: Upstream) -> None:
 def test_address_change_restarts_but_hostname_spelling_does_not(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.33]"""
     port = free_port()
     api.create("move", echo.port, listen=f"{LOOPBACK}:{port}")
     with connect(f"{LOOPBACK}:{port}") as sock:
@@ -1071,7 +1051,7 @@ def test_address_change_restarts_but_hostname_spelling_does_not(
 
 
 def test_latency_adds_delay_per_direction_and_stacks(api: Server, echo: Upstream) -> None:
-    """[§11.34] 100 ms downstream, then upstream too: the round trip takes both."""
+    """100 ms downstream, then upstream too: the round trip takes both."""
     listen = api.create("lat", echo.port)["listen"]
     with connect(listen) as sock:
         roundtrip(sock)
@@ -1089,7 +1069,6 @@ def test_latency_adds_delay_per_direction_and_stacks(api: Server, echo: Upstream
 
 
 def test_upstream_latency_delays_what_the_server_receives(api: Server, sink: Upstream) -> None:
-    """[§11.34]"""
     listen = api.create("uplat", sink.port)["listen"]
     api.add_toxic("uplat", "latency", stream="upstream", attributes={"latency": 200})
     with connect(listen) as sock:
@@ -1102,7 +1081,6 @@ def test_upstream_latency_delays_what_the_server_receives(api: Server, sink: Ups
 
 
 def test_two_latency_toxics_on_one_stream_add_up(api: Server, echo: Upstream) -> None:
-    """[§11.35]"""
     listen = api.create("two", echo.port)["listen"]
     api.add_toxic("two", "latency", name="a", attributes={"latency": 500})
     api.add_toxic("two", "latency", name="b", attributes={"latency": 500})
@@ -1112,7 +1090,7 @@ def test_two_latency_toxics_on_one_stream_add_up(api: Server, echo: Upstream) ->
 
 
 def test_latency_does_not_cap_throughput(api: Server, sink: Upstream) -> None:
-    """[§11.36] pipelined: 32 MB through a 100 ms latency toxic moves at well over the
+    """pipelined: 32 MB through a 100 ms latency toxic moves at well over the
     ~0.6 MB/s a one-chunk-per-delay implementation would give."""
     listen = api.create("pipe", sink.port)["listen"]
     api.add_toxic("pipe", "latency", stream="upstream", attributes={"latency": 100})
@@ -1130,7 +1108,7 @@ def test_latency_does_not_cap_throughput(api: Server, sink: Upstream) -> None:
 
 
 def test_toxic_added_to_an_open_connection_applies_live(api: Server, echo: Upstream) -> None:
-    """[§11.37] and removal takes effect live too."""
+    """and removal takes effect live too."""
     listen = api.create("live", echo.port)["listen"]
     with connect(listen) as sock:
         roundtrip(sock)
@@ -1141,7 +1119,7 @@ def test_toxic_added_to_an_open_connection_applies_live(api: Server, echo: Upstr
 
 
 def test_adding_and_removing_toxics_repeatedly_loses_nothing(api: Server, echo: Upstream) -> None:
-    """[§11.37, §6.3] a numbered stream survives toxics churning on both streams."""
+    """a numbered stream survives toxics churning on both streams."""
     listen = api.create("churn", echo.port)["listen"]
     count = 150_000
     payload = struct.pack(f">{count}I", *range(count))
@@ -1204,7 +1182,7 @@ def test_adding_and_removing_toxics_repeatedly_loses_nothing(api: Server, echo: 
 
 
 def test_bandwidth_limits_the_rate_in_kilobytes_of_1000_bytes(api: Server, echo: Upstream) -> None:
-    """[§11.38] 300 kB at rate 1000 (KB/s) takes about 300 ms."""
+    """300 kB at rate 1000 (KB/s) takes about 300 ms."""
     listen = api.create("bw", echo.port)["listen"]
     api.add_toxic("bw", "bandwidth", attributes={"rate": 1000})
     size = 300_000
@@ -1217,7 +1195,7 @@ def test_bandwidth_limits_the_rate_in_kilobytes_of_1000_bytes(api: Server, echo:
 
 
 def test_bandwidth_zero_holds_data_until_removed(api: Server, echo: Upstream) -> None:
-    """[§7.2, §12] a pause without loss; the API answers at once meanwhile."""
+    """a pause without loss; the API answers at once meanwhile."""
     listen = api.create("pause", echo.port)["listen"]
     api.add_toxic("pause", "bandwidth", attributes={"rate": 0})
     with connect(listen) as sock:
@@ -1231,7 +1209,7 @@ def test_bandwidth_zero_holds_data_until_removed(api: Server, echo: Upstream) ->
 def test_timeout_zero_is_a_black_hole_and_removal_closes_both_ends(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.39] data dropped, nothing closed; removing it closes client and server side."""
+    """data dropped, nothing closed; removing it closes client and server side."""
     listen = api.create("hole", echo.port)["listen"]
     with connect(listen) as sock:
         roundtrip(sock)
@@ -1246,7 +1224,6 @@ def test_timeout_zero_is_a_black_hole_and_removal_closes_both_ends(
 def test_timeout_closes_after_the_idle_time_and_toxicity_zero_passes(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.40]"""
     listen = api.create("idle", echo.port)["listen"]
     api.add_toxic("idle", "timeout", attributes={"timeout": 100})
     with connect(listen) as sock:
@@ -1265,7 +1242,7 @@ def test_timeout_closes_after_the_idle_time_and_toxicity_zero_passes(
 def test_removing_latency_in_front_of_a_black_hole_does_not_hang(
     api: Server, echo: Upstream
 ) -> None:
-    """[§11.41] regression of upstream issue #159."""
+    """regression of upstream issue #159."""
     listen = api.create("nohang", echo.port)["listen"]
     api.add_toxic("nohang", "latency", attributes={"latency": 1000})
     api.add_toxic("nohang", "timeout", attributes={"timeout": 0})
@@ -1278,7 +1255,7 @@ def test_removing_latency_in_front_of_a_black_hole_does_not_hang(
 
 @pytest.mark.parametrize("stream", ["downstream", "upstream"])
 def test_reset_peer_resets_the_connection(api: Server, echo: Upstream, stream: str) -> None:
-    """[§11.42] ECONNRESET then EOF, at once for timeout 0, ~100 ms later for 100."""
+    """ECONNRESET then EOF, at once for timeout 0, ~100 ms later for 100."""
     listen = api.create("rst", echo.port)["listen"]
     api.add_toxic("rst", "reset_peer", stream=stream, attributes={"timeout": 0})
     with connect(listen) as sock:
@@ -1300,7 +1277,7 @@ def test_reset_peer_resets_the_connection(api: Server, echo: Upstream, stream: s
 
 
 def test_limit_data_truncates_then_closes(api: Server, echo: Upstream) -> None:
-    """[§11.43] bytes=100: 90 + 20 in, 90 + 10 out, then closed; bytes=0 closes at once."""
+    """bytes=100: 90 + 20 in, 90 + 10 out, then closed; bytes=0 closes at once."""
     listen = api.create("limit", echo.port)["listen"]
     api.add_toxic("limit", "limit_data", attributes={"bytes": 100})
     with connect(listen) as sock:
@@ -1316,7 +1293,7 @@ def test_limit_data_truncates_then_closes(api: Server, echo: Upstream) -> None:
 
 
 def test_slicer_cuts_data_into_small_delayed_pieces(api: Server, echo: Upstream) -> None:
-    """[§11.44] every byte arrives, in order, in many small reads."""
+    """every byte arrives, in order, in many small reads."""
     listen = api.create("slice", echo.port)["listen"]
     api.add_toxic(
         "slice", "slicer", attributes={"average_size": 10, "size_variation": 5, "delay": 2000}
@@ -1351,7 +1328,7 @@ def test_slicer_cuts_data_into_small_delayed_pieces(api: Server, echo: Upstream)
 
 
 def test_slow_close_delays_the_close(api: Server, echo: Upstream) -> None:
-    """[§7.3] the client sees the server side's close `delay` ms late."""
+    """the client sees the server side's close `delay` ms late."""
     listen = api.create("slow", echo.port)["listen"]
     api.add_toxic("slow", "slow_close", attributes={"delay": 500})
     with connect(listen) as sock:
@@ -1363,7 +1340,7 @@ def test_slow_close_delays_the_close(api: Server, echo: Upstream) -> None:
 
 
 def test_noop_and_zero_toxicity_toxics_pass_data(api: Server, echo: Upstream) -> None:
-    """[§6.4] a toxicity-0 toxic never applies; noop never does anything."""
+    """a toxicity-0 toxic never applies; noop never does anything."""
     listen = api.create("pass0", echo.port)["listen"]
     api.add_toxic("pass0", "noop")
     api.add_toxic("pass0", "latency", stream="upstream", toxicity=0.0, attributes={"latency": 1000})

@@ -1,9 +1,9 @@
 """Decode a history into operations: the one place where history events are validated.
 
-A history is a sequence of JSON objects (see ``DESIGN.md``). Each client operation is an
-``invoke`` followed by one completion from the same process: ``ok``, ``fail`` or
-``info``. An invoke with no completion by the end of the history is treated as ``info``
-(``Op.pending`` says so). Events of process ``"nemesis"`` are counted and otherwise
+A history is a sequence of JSON objects (``docs/formats.md``, "history.jsonl"). Each
+client operation is an ``invoke`` followed by one completion from the same process:
+``ok``, ``fail`` or ``info``. An invoke with no completion by the end of the history is
+treated as ``info`` (``Op.pending`` says so). Events of process ``"nemesis"`` are counted and otherwise
 ignored. The order of the events is the real-time order; the ``index`` field is kept
 only to name operations in explanations (it defaults to the event's position).
 

@@ -1,9 +1,8 @@
-"""Where the peer histories live (public histories with known verdicts, used by the
-tests and the benchmark; they are data beside the repository, never part of it).
-
-``$RAFTLAB_PEER_HISTORIES``, when set, is the only place looked at; otherwise
-``../shared/peer-histories`` next to the repository root (this file is
-``<root>/lab/checker/_peer.py``).
+"""Where the peer histories live: public histories with known verdicts (a folder with a
+``MANIFEST.json`` listing each file, its model, initial value and expected verdict), used
+by the tests and the checker benchmark. They are data kept outside the repository: the
+folder is named by ``$RAFTLAB_PEER_HISTORIES``, and without it the tests that need it
+skip with a reason.
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ ENV = "RAFTLAB_PEER_HISTORIES"
 def peer_histories_dir() -> Path | None:
     """The folder holding ``MANIFEST.json``, or ``None`` when it is absent."""
     env = os.environ.get(ENV)
-    folder = (Path(env) if env else
-              Path(__file__).resolve().parents[2] / ".." / "shared" / "peer-histories")
+    if not env:
+        return None
+    folder = Path(env)
     return folder.resolve() if (folder / "MANIFEST.json").is_file() else None
 
 

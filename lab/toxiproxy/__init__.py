@@ -9,8 +9,9 @@ process::
 
 It is meant for any client of upstream Toxiproxy; ``toxiproxy-python`` and
 ``toxiproxy-node-client`` are tested against it (the Go client and ``toxiproxy-cli`` are
-not available here and untested). The contract it is held to is
-``shared/TOXIPROXY-API.md``; modules: `_api` (routes, handlers), `_http` (HTTP/1.1 on
+not available here and untested). What it implements and where it deviates from
+upstream is ``docs/toxiproxy.md``; ``tests/test_toxiproxy_conformance.py`` holds it to
+that. Modules: `_api` (routes, handlers), `_http` (HTTP/1.1 on
 trio), `_model` (proxies, toxics, populate/reset), `_link` (the data path and the toxic
 pipeline), `_toxics` (what each toxic does), `_addr` (Go-style ``host:port``),
 `_jsonio` (Go-style JSON).

@@ -1,6 +1,6 @@
 """Shared helpers of the real-process tests (``test_processes.py``, ``test_node_input.py``).
 
-Not a conftest: import it explicitly (``from conftest_processes import ...``).
+Not a conftest: import it explicitly (``from clusters import ...``).
 
 Every test runs its cluster inside :func:`running`, which stops every member however the
 test ends and, when the test body succeeded, asserts that no member crashed (exited other

@@ -3,9 +3,10 @@
 A history is a sequence of JSON objects (``docs/formats.md``, "history.jsonl"). Each
 client operation is an ``invoke`` followed by one completion from the same process:
 ``ok``, ``fail`` or ``info``. An invoke with no completion by the end of the history is
-treated as ``info`` (``Op.pending`` says so). Events of process ``"nemesis"`` are counted and otherwise
-ignored. The order of the events is the real-time order; the ``index`` field is kept
-only to name operations in explanations (it defaults to the event's position).
+treated as ``info`` (``Op.pending`` says so). Events of process ``"nemesis"`` are
+counted and otherwise ignored. The order of the events is the real-time order; the
+``index`` field is kept only to name operations in explanations (it defaults to the
+event's position).
 
 Anything that breaks these rules raises :class:`HistoryError`, whose text is one line,
 ``SOURCE:LINE: what was wrong``. Model-specific value shapes are checked by each model,

@@ -27,9 +27,11 @@ test: lint
 test-fast: lint
 	$(BIN)/pytest -q -n $(WORKERS) -m "not slow"
 
+# Style, types, and the architecture's import contracts (pyproject.toml, docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check lab nodes tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/raftkv_bench.py

@@ -29,8 +29,8 @@ from lab.toxiproxy import ToxiproxyServer
 from lab.toxiproxy._addr import AddressError, resolved_string, split_host_port
 from lab.toxiproxy._http import ProtocolError, Request, Response, parse_head, serve_connection
 from lab.toxiproxy._jsonio import Fields, Float32, JsonError, decode, encode
-from lab.toxiproxy._model import Proxy, Toxic
-from lab.toxiproxy._toxics import KINDS, slice_bounds
+from lab.toxiproxy._model import Proxy
+from lab.toxiproxy._toxics import KINDS, Toxic, slice_bounds
 
 REPO = Path(__file__).resolve().parents[1]
 

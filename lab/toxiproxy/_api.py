@@ -33,9 +33,8 @@ from ._model import (
     PopulateFailed,
     Proxy,
     ProxyCollection,
-    Toxic,
 )
-from ._toxics import KINDS
+from ._toxics import KINDS, Toxic
 
 __all__ = ["VERSION", "Api", "populate_entries"]
 

@@ -61,14 +61,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from random import Random
-from typing import TYPE_CHECKING
 
 import trio
 
-from ._toxics import Chunk, RunFn, ToxicKind
-
-if TYPE_CHECKING:
-    from ._model import Toxic
+from ._toxics import Chunk, RunFn, Toxic, ToxicKind
 
 __all__ = ["Connection", "FastPath", "Link", "SocketHandle", "dial"]
 

@@ -27,9 +27,8 @@ from ._addr import (
     split_host_port,
 )
 from ._errors import ApiError, proxy_already_exists, proxy_not_found
-from ._jsonio import Float32
 from ._link import Connection, FastPath, SocketHandle
-from ._toxics import ToxicKind
+from ._toxics import Toxic
 
 __all__ = ["DIRECTIONS", "Metrics", "Proxy", "ProxyCollection", "Runtime", "Toxic"]
 
@@ -39,41 +38,6 @@ DIRECTIONS = ("upstream", "downstream")
 """Stream names; toxics are listed upstream first."""
 
 _BACKLOG = 1024
-
-
-class Toxic:
-    """A toxic as the API sees it. Live connections run it through `Link` stages.
-
-    ``stream`` is kept exactly as the client sent it (it is parsed case-insensitively
-    into ``direction``), ``toxicity`` is a float32 like upstream's.
-    """
-
-    __slots__ = ("attrs", "direction", "kind", "name", "stream", "toxicity")
-
-    def __init__(
-        self,
-        name: str,
-        kind: ToxicKind,
-        stream: str,
-        direction: str,
-        toxicity: float,
-        attrs: dict[str, int],
-    ) -> None:
-        self.name = name
-        self.kind = kind
-        self.stream = stream
-        self.direction = direction
-        self.toxicity = toxicity
-        self.attrs = attrs
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "attributes": {key: self.attrs[key] for key in self.kind.attributes},
-            "name": self.name,
-            "type": self.kind.name,
-            "stream": self.stream,
-            "toxicity": Float32(self.toxicity),
-        }
 
 
 @dataclass

@@ -33,6 +33,8 @@ from typing import Protocol
 
 import trio
 
+from ._jsonio import Float32
+
 __all__ = [
     "KINDS",
     "Chunk",
@@ -375,3 +377,38 @@ KINDS: dict[str, ToxicKind] = {
     )
 }
 """Every toxic type this server knows, by its API name."""
+
+
+class Toxic:
+    """A toxic as the API sees it. Live connections run it through `Link` stages.
+
+    ``stream`` is kept exactly as the client sent it (it is parsed case-insensitively
+    into ``direction``), ``toxicity`` is a float32 like upstream's.
+    """
+
+    __slots__ = ("attrs", "direction", "kind", "name", "stream", "toxicity")
+
+    def __init__(
+        self,
+        name: str,
+        kind: ToxicKind,
+        stream: str,
+        direction: str,
+        toxicity: float,
+        attrs: dict[str, int],
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.stream = stream
+        self.direction = direction
+        self.toxicity = toxicity
+        self.attrs = attrs
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "attributes": {key: self.attrs[key] for key in self.kind.attributes},
+            "name": self.name,
+            "type": self.kind.name,
+            "stream": self.stream,
+            "toxicity": Float32(self.toxicity),
+        }

@@ -22,7 +22,7 @@ import trio
 
 from lab import topology
 from lab.history import History
-from lab.network import Fault, Network
+from lab.network import Network, NetworkFault
 from lab.scenario import PROCESS_ACTIONS, UNTARGETED, FaultScenario, Step
 
 
@@ -45,7 +45,7 @@ class ActiveFault:
     action: str
     nodes: tuple[str, ...]
     undo: Callable[[], Awaitable[None]]
-    network: Fault | None = None
+    network: NetworkFault | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,7 +67,7 @@ class Nemesis:
         self.paused: set[str] = set()
         self.down: set[str] = set()
         self.applied: list[dict[str, Any]] = []  # every start/end record, for results.json
-        self._extra_heals: dict[str, list[Fault]] = {}  # client cuts healed as one fault
+        self._extra_heals: dict[str, list[NetworkFault]] = {}  # client cuts healed as one fault
         # History time (ns) when :meth:`run` started: the scenario's offsets count from here.
         self.origin_ns: int | None = None
         # ``isolate-site`` cuts off a site of the scenario's ``datacenters`` step.
@@ -243,7 +243,7 @@ class Nemesis:
         return restart
 
     async def _network(self, action: str, nodes: list[str], params: dict[str, Any]
-                       ) -> Fault | None:
+                       ) -> NetworkFault | None:
         everyone = self.nodes
         net = self.net
         if action == "isolate":
@@ -316,7 +316,7 @@ class Nemesis:
             return faults[0] if len(faults) == 1 else await self._merge(faults)
         raise ValueError(f"unknown network action {action!r}")
 
-    async def _merge(self, faults: list[Fault]) -> Fault:
+    async def _merge(self, faults: list[NetworkFault]) -> NetworkFault:
         # Several client cuts act as one fault: heal them together.
         first, rest = faults[0], faults[1:]
         self._extra_heals[first.id] = rest
@@ -325,7 +325,7 @@ class Nemesis:
     # ------------------------------------------------------------------ bookkeeping
 
     def _activate(self, action: str, nodes: list[str], undo: Callable[[], Awaitable[None]],
-                  network: Fault | None, info: dict[str, Any]) -> ActiveFault:
+                  network: NetworkFault | None, info: dict[str, Any]) -> ActiveFault:
         self._ids += 1
         fault = ActiveFault(self._ids, action, tuple(nodes), undo, network, info)
         self._active[fault.id] = fault

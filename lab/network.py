@@ -29,11 +29,11 @@ Primitives and their toxics (``toxicity`` 1 always):
 * :meth:`Network.down`: disables the proxies of some directed links (hard down: existing
   connections closed, new dials refused). Not one-way for systems where both sides dial.
 
-Every primitive returns a :class:`Fault`: a record of exactly what it installed (toxic
+Every primitive returns a :class:`NetworkFault`: a record of exactly what it installed (toxic
 names are ``"<fault id>-<tag>-up|down"``, unique per fault, e.g. ``"f7-cut-up"``), so
 :meth:`Network.heal` undoes precisely that fault and nothing else, even when faults
 overlap (two cuts of one link are two toxics; healing one leaves the link cut).
-:meth:`Network.active` lists the active faults; :meth:`Fault.to_json` is what the lab
+:meth:`Network.active` lists the active faults; :meth:`NetworkFault.to_json` is what the lab
 writes to ``schedule.jsonl``. :meth:`Network.heal_all` returns every proxy of the network
 to clean (whatever is on it, including toxics added behind its back).
 
@@ -54,12 +54,12 @@ import trio
 
 from lab.procs import free_ports
 from lab.topology import Grid, Link, ordered
-from lab.toxiclient import Proxy, ToxiproxyClient, ToxiproxyError, parse_addr
+from lab.toxiclient import ProxyInfo, ToxiproxyClient, ToxiproxyError, parse_addr
 
 __all__ = [
     "Address",
-    "Fault",
     "Network",
+    "NetworkFault",
     "Placement",
     "client_proxy_name",
     "link_proxy_name",
@@ -97,7 +97,7 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class Fault:
+class NetworkFault:
     """An active (or healed) network fault: what it means and what it installed.
 
     ``links`` are the directed member links it affects, in natural order; ``clients`` the
@@ -132,11 +132,11 @@ class Network:
     :meth:`create`."""
 
     def __init__(self, client: ToxiproxyClient, nodes: Iterable[str],
-                 proxies: Mapping[str, Proxy]) -> None:
+                 proxies: Mapping[str, ProxyInfo]) -> None:
         self.client = client
         self.nodes: tuple[str, ...] = tuple(ordered(nodes))
-        self.proxies: dict[str, Proxy] = dict(proxies)
-        self._faults: dict[str, Fault] = {}
+        self.proxies: dict[str, ProxyInfo] = dict(proxies)
+        self._faults: dict[str, NetworkFault] = {}
         self._ids = itertools.count(1)
         self._lock = trio.Lock()
         missing = [name for name in self._names() if name not in self.proxies]
@@ -200,25 +200,25 @@ class Network:
 
     # ----------------------------------------------------------------- faults
 
-    def active(self) -> list[Fault]:
+    def active(self) -> list[NetworkFault]:
         """The active faults, oldest first."""
         return list(self._faults.values())
 
-    async def cut(self, src: str, dst: str) -> Fault:
+    async def cut(self, src: str, dst: str) -> NetworkFault:
         """Black-hole everything ``src`` sends to ``dst`` (only that direction)."""
         return await self.partition([(src, dst)])
 
-    async def partition(self, cuts: Iterable[Link]) -> Fault:
+    async def partition(self, cuts: Iterable[Link]) -> NetworkFault:
         """Black-hole every directed link of ``cuts`` (e.g. from :mod:`lab.topology`)."""
         return await self._directed("cut", cuts, "cut", "timeout", {"timeout": 0}, {})
 
-    async def latency(self, links: Iterable[Link], ms: int, jitter: int = 0) -> Fault:
+    async def latency(self, links: Iterable[Link], ms: int, jitter: int = 0) -> NetworkFault:
         """Delay what each ``(src, dst)`` sends by ``ms`` ± ``jitter`` ms (per chunk)."""
         return await self._directed("latency", links, "latency", "latency",
                                     {"latency": ms, "jitter": jitter},
                                     {"ms": ms, "jitter": jitter})
 
-    async def bandwidth(self, links: Iterable[Link], rate_kb: int) -> Fault:
+    async def bandwidth(self, links: Iterable[Link], rate_kb: int) -> NetworkFault:
         """Throttle what each ``(src, dst)`` sends to ``rate_kb`` KB/s per connection
         (0 pauses it, delivering everything on heal). A slow follower ``x``:
         ``bandwidth(topology.isolate(x, nodes), rate)`` (every link in and out of it)."""
@@ -226,19 +226,19 @@ class Network:
                                     {"rate": rate_kb}, {"rate_kb": rate_kb})
 
     async def slice(self, links: Iterable[Link], average_size: int, size_variation: int = 0,
-                    delay_us: int = 0) -> Fault:
+                    delay_us: int = 0) -> NetworkFault:
         """Cut what each ``(src, dst)`` sends into small pieces, ``delay_us`` apart."""
         attrs = {"average_size": average_size, "size_variation": size_variation,
                  "delay": delay_us}
         return await self._directed("slice", links, "slice", "slicer", attrs, dict(attrs))
 
-    async def reset_peer(self, links: Iterable[Link], timeout_ms: int = 0) -> Fault:
+    async def reset_peer(self, links: Iterable[Link], timeout_ms: int = 0) -> NetworkFault:
         """Reset (RST) the connections of each ``(src, dst)`` ``timeout_ms`` after ``src``
         next sends on them; new connections keep being reset until healed."""
         return await self._directed("reset_peer", links, "reset", "reset_peer",
                                     {"timeout": timeout_ms}, {"timeout_ms": timeout_ms})
 
-    async def apply_grid(self, grid: Grid) -> Fault:
+    async def apply_grid(self, grid: Grid) -> NetworkFault:
         """Install a :class:`lab.topology.Grid`: one latency toxic pair per directed link
         with a non-zero class (links inside a site are left alone)."""
         placements: list[Placement] = []
@@ -256,7 +256,7 @@ class Network:
         return await self._install("grid", self._links(links), (), params, placements)
 
     async def cut_client(self, node: str, *, requests: bool = True,
-                         answers: bool = True) -> Fault:
+                         answers: bool = True) -> NetworkFault:
         """Black-hole ``node``'s client link: what clients send it (``requests``) and/or
         what it answers (``answers``)."""
         proxy = self._client_proxy(node)
@@ -268,14 +268,14 @@ class Network:
         return await self._install("cut_client", (), (node,),
                                    {"requests": requests, "answers": answers}, placements)
 
-    async def down(self, links: Iterable[Link]) -> Fault:
+    async def down(self, links: Iterable[Link]) -> NetworkFault:
         """Disable the proxy of each directed link: its connections close at once and new
         dials are refused until healed."""
         ls = self._links(links)
         return await self._install("down", ls, (), {}, [],
                                    disable=[link_proxy_name(s, d) for s, d in ls])
 
-    async def heal(self, *faults: Fault | str) -> None:
+    async def heal(self, *faults: NetworkFault | str) -> None:
         """Undo exactly these faults (objects or ids); unknown or healed ones are ignored."""
         async with self._lock:
             for f in faults:
@@ -338,19 +338,19 @@ class Network:
                           attrs)]
 
     async def _directed(self, kind: str, links: Iterable[Link], tag: str, type_: str,
-                        attrs: Mapping[str, int], params: Mapping[str, Any]) -> Fault:
+                        attrs: Mapping[str, int], params: Mapping[str, Any]) -> NetworkFault:
         ls = self._links(links)
         placements = [p for s, d in ls for p in self._pair(s, d, tag, type_, dict(attrs))]
         return await self._install(kind, ls, (), params, placements)
 
     async def _install(self, kind: str, links: Sequence[Link], clients: Sequence[str],
                        params: Mapping[str, Any], placements: Sequence[Placement],
-                       disable: Sequence[str] = ()) -> Fault:
+                       disable: Sequence[str] = ()) -> NetworkFault:
         async with self._lock:
             fid = f"f{next(self._ids)}"
             named = tuple(Placement(p.proxy, f"{fid}-{p.name}", p.type, p.stream,
                                     p.attributes, p.toxicity) for p in placements)
-            fault = Fault(fid, kind, tuple(links), tuple(clients), dict(params), named,
+            fault = NetworkFault(fid, kind, tuple(links), tuple(clients), dict(params), named,
                           tuple(disable))
             errors: list[ToxiproxyError] = []
 
@@ -382,7 +382,7 @@ class Network:
             self._faults[fid] = fault
             return fault
 
-    async def _uninstall(self, fault: Fault) -> None:
+    async def _uninstall(self, fault: NetworkFault) -> None:
         """Remove what ``fault`` installed (missing toxics are fine); re-enable the proxies
         it disabled unless another active fault still holds them down."""
         still_down = {name for f in self._faults.values() if f.id != fault.id

@@ -2,10 +2,11 @@
 
 ``ToxiproxyClient("127.0.0.1:8474")`` speaks the Toxiproxy 2.x HTTP API (the one
 :mod:`lab.toxiproxy` serves) to our built-in server or a real ``toxiproxy-server``.
-Answers are decoded once, here, into :class:`Proxy` and :class:`Toxic`. Every non-2xx
-answer raises :class:`ToxiproxyError` with the server's status and ``error`` text; a
-server that cannot be reached (refused, reset, no answer within ``timeout``) raises its
-subclass :class:`ToxiproxyUnavailable` (status 0).
+Answers are decoded once, here, into :class:`ProxyInfo` and :class:`ToxicInfo` (what
+the server says of its proxies and toxics; the server's own classes are in
+:mod:`lab.toxiproxy`). Every non-2xx answer raises :class:`ToxiproxyError` with the
+server's status and ``error`` text; a server that cannot be reached (refused, reset, no
+answer within ``timeout``) raises its subclass :class:`ToxiproxyUnavailable` (status 0).
 
 Up to ``max_connections`` requests run at once, each on its own kept-alive connection;
 idle connections are reused (a request that finds its reused connection closed by the
@@ -35,8 +36,8 @@ from lab import procs
 from lab.http1 import BadResponse, Closed, Connection, Response
 
 __all__ = [
-    "Proxy",
-    "Toxic",
+    "ProxyInfo",
+    "ToxicInfo",
     "ToxiproxyClient",
     "ToxiproxyError",
     "ToxiproxyUnavailable",
@@ -67,7 +68,7 @@ class ToxiproxyUnavailable(ToxiproxyError):
 
 
 @dataclass(frozen=True)
-class Toxic:
+class ToxicInfo:
     name: str
     type: str
     stream: str
@@ -75,7 +76,7 @@ class Toxic:
     attributes: Mapping[str, int]
 
     @classmethod
-    def from_json(cls, obj: Any) -> Toxic:
+    def from_json(cls, obj: Any) -> ToxicInfo:
         try:
             return cls(str(obj["name"]), str(obj["type"]), str(obj.get("stream", "downstream")),
                        float(obj.get("toxicity", 1.0)),
@@ -85,19 +86,19 @@ class Toxic:
 
 
 @dataclass(frozen=True)
-class Proxy:
+class ProxyInfo:
     name: str
     listen: str
     upstream: str
     enabled: bool
-    toxics: tuple[Toxic, ...] = ()
+    toxics: tuple[ToxicInfo, ...] = ()
 
     @classmethod
-    def from_json(cls, obj: Any) -> Proxy:
+    def from_json(cls, obj: Any) -> ProxyInfo:
         try:
             return cls(str(obj["name"]), str(obj["listen"]), str(obj["upstream"]),
                        bool(obj["enabled"]),
-                       tuple(Toxic.from_json(t) for t in (obj.get("toxics") or [])))
+                       tuple(ToxicInfo.from_json(t) for t in (obj.get("toxics") or [])))
         except (KeyError, TypeError, AttributeError) as e:
             raise ToxiproxyUnavailable(f"malformed proxy in answer: {obj!r}") from e
 
@@ -231,20 +232,20 @@ class ToxiproxyClient:
             return str(answer["version"])
         return str(answer)
 
-    async def proxies(self) -> dict[str, Proxy]:
+    async def proxies(self) -> dict[str, ProxyInfo]:
         answer = await self.request("GET", "/proxies")
         if not isinstance(answer, dict):
             raise ToxiproxyUnavailable(f"GET /proxies: expected an object, got {answer!r}")
-        return {str(k): Proxy.from_json(v) for k, v in answer.items()}
+        return {str(k): ProxyInfo.from_json(v) for k, v in answer.items()}
 
     async def create_proxy(self, name: str, listen: str, upstream: str,
-                           enabled: bool = True) -> Proxy:
-        proxy = Proxy.from_json(await self.request("POST", "/proxies", {
+                           enabled: bool = True) -> ProxyInfo:
+        proxy = ProxyInfo.from_json(await self.request("POST", "/proxies", {
             "name": name, "listen": listen, "upstream": upstream, "enabled": enabled}))
         self.created.add(proxy.name)
         return proxy
 
-    async def populate(self, proxies: Iterable[Mapping[str, Any]]) -> list[Proxy]:
+    async def populate(self, proxies: Iterable[Mapping[str, Any]]) -> list[ProxyInfo]:
         """``POST /populate``: create or replace each ``{name, listen, upstream,
         enabled?}``; a proxy that exists with the same listen and upstream is kept as it
         is (toxics included). Returns the proxies in request order."""
@@ -256,47 +257,47 @@ class ToxiproxyClient:
             self.created.update(str(e["name"]) for e in entries if e.get("name"))
             raise
         listed = answer.get("proxies") if isinstance(answer, dict) else None
-        out = [Proxy.from_json(p) for p in (listed or [])]
+        out = [ProxyInfo.from_json(p) for p in (listed or [])]
         self.created.update(p.name for p in out)
         return out
 
-    async def get_proxy(self, name: str) -> Proxy:
-        return Proxy.from_json(await self.request("GET", _proxy_path(name)))
+    async def get_proxy(self, name: str) -> ProxyInfo:
+        return ProxyInfo.from_json(await self.request("GET", _proxy_path(name)))
 
-    async def update_proxy(self, name: str, **fields: Any) -> Proxy:
+    async def update_proxy(self, name: str, **fields: Any) -> ProxyInfo:
         """Change ``listen``, ``upstream`` and/or ``enabled``; others keep their value."""
         unknown = set(fields) - {"listen", "upstream", "enabled"}
         if unknown:
             raise TypeError(f"update_proxy: unknown field(s) {sorted(unknown)}")
-        return Proxy.from_json(await self.request("PATCH", _proxy_path(name), fields))
+        return ProxyInfo.from_json(await self.request("PATCH", _proxy_path(name), fields))
 
     async def delete_proxy(self, name: str) -> None:
         await self.request("DELETE", _proxy_path(name))
         self.created.discard(name)
 
-    async def toxics(self, proxy: str) -> list[Toxic]:
+    async def toxics(self, proxy: str) -> list[ToxicInfo]:
         answer = await self.request("GET", _proxy_path(proxy) + "/toxics")
-        return [Toxic.from_json(t) for t in (answer or [])]
+        return [ToxicInfo.from_json(t) for t in (answer or [])]
 
     async def add_toxic(self, proxy: str, type: str, stream: str,
                         attributes: Mapping[str, int] | None = None, name: str | None = None,
-                        toxicity: float = 1.0) -> Toxic:
+                        toxicity: float = 1.0) -> ToxicInfo:
         body: dict[str, Any] = {"type": type, "stream": stream, "toxicity": toxicity,
                                 "attributes": dict(attributes or {})}
         if name is not None:
             body["name"] = name
-        return Toxic.from_json(await self.request("POST", _proxy_path(proxy) + "/toxics", body))
+        return ToxicInfo.from_json(await self.request("POST", _proxy_path(proxy) + "/toxics", body))
 
     async def update_toxic(self, proxy: str, name: str,
                            attributes: Mapping[str, int] | None = None,
-                           toxicity: float | None = None) -> Toxic:
+                           toxicity: float | None = None) -> ToxicInfo:
         """Change some attributes and/or the toxicity; the rest keep their values."""
         body: dict[str, Any] = {}
         if attributes is not None:
             body["attributes"] = dict(attributes)
         if toxicity is not None:
             body["toxicity"] = toxicity
-        return Toxic.from_json(await self.request(
+        return ToxicInfo.from_json(await self.request(
             "PATCH", f"{_proxy_path(proxy)}/toxics/{quote(name, safe='')}", body))
 
     async def remove_toxic(self, proxy: str, name: str) -> None:

@@ -1,8 +1,9 @@
 """Operation generators: pure, seeded streams of operations for each workload model.
 
-A generator knows nothing about the system under test; it yields :class:`Op` values in
-Jepsen's shapes (``docs/writing-workloads.md``, the operations of each model), and a final phase
-of operations run after the faults are healed. The same seed gives the same stream.
+A generator knows nothing about the system under test; it yields :class:`Invocation`
+values (an operation for a client to invoke) in Jepsen's shapes
+(``docs/writing-workloads.md``, the operations of each model), and a final phase of
+operations run after the faults are healed. The same seed gives the same stream.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, NamedTuple
 from lab.scenario import Workload
 
 
-class Op(NamedTuple):  # (a named tuple: built once per operation, on the hot path)
+class Invocation(NamedTuple):  # (a named tuple: built once per operation, on the hot path)
     f: str
     key: Any = None
     value: Any = None
@@ -48,27 +49,27 @@ class Generator:
     def _value(self) -> int:
         return self.rng.randint(self.w.value_min, self.w.value_max)
 
-    def next_op(self) -> Op:
+    def next_op(self) -> Invocation:
         f = self.rng.choices(self._fs, cum_weights=self._cum_weights)[0]
         model = self.w.model
         if model in ("register", "cas-register"):
             key = self.rng.choice(self.keys)
             if f == "read":
-                return Op("read", key)
+                return Invocation("read", key)
             if f == "write":
-                return Op("write", key, self._value())
-            return Op("cas", key, [self._value(), self._value()])
+                return Invocation("write", key, self._value())
+            return Invocation("cas", key, [self._value(), self._value()])
         if model == "set":
-            return Op("add", None, next(self._unique))
+            return Invocation("add", None, next(self._unique))
         if model == "counter":
             if f == "read":
-                return Op("read")
-            return Op("add", None, self._value())  # negative: a decrement
+                return Invocation("read")
+            return Invocation("add", None, self._value())  # negative: a decrement
         if model == "bank":
             if f == "read":
-                return Op("read")
+                return Invocation("read")
             a, b = self.rng.sample(self.keys, 2)
-            return Op("transfer", None,
+            return Invocation("transfer", None,
                       {"from": a, "to": b, "amount": self.rng.randint(1, self.w.max_transfer)})
         # list-append: a transaction of appends (each value unique per key) and reads
         n = self.rng.randint(self.w.txn_min, self.w.txn_max)
@@ -79,15 +80,15 @@ class Generator:
                 micro.append(["r", k, None])
             else:
                 micro.append(["append", k, next(self._unique)])
-        return Op("txn", None, micro)
+        return Invocation("txn", None, micro)
 
-    def final_ops(self) -> list[Op]:
+    def final_ops(self) -> list[Invocation]:
         """Reads after healing: every key's value once the cluster has recovered."""
         if not self.w.final_reads:
             return []
         model = self.w.model
         if model in ("register", "cas-register"):
-            return [Op("read", k) for k in self.keys]
+            return [Invocation("read", k) for k in self.keys]
         if model in ("set", "counter", "bank"):
-            return [Op("read")]
-        return [Op("txn", None, [["r", k, None] for k in self.keys])]
+            return [Invocation("read")]
+        return [Invocation("txn", None, [["r", k, None] for k in self.keys])]

@@ -21,7 +21,7 @@ from lab import topology
 from lab.cli import main
 from lab.history import History
 from lab.nemesis import Nemesis
-from lab.network import Fault
+from lab.network import NetworkFault
 from lab.replay import (
     faults_yaml,
     load_replay,
@@ -371,9 +371,9 @@ class FakeNet:
     def __init__(self) -> None:
         self.cuts: list[frozenset[tuple[str, str]]] = []
 
-    async def partition(self, cuts: Any) -> Fault:
+    async def partition(self, cuts: Any) -> NetworkFault:
         self.cuts.append(frozenset(cuts))
-        return Fault(f"f{len(self.cuts)}", "cut", tuple(sorted(cuts)))
+        return NetworkFault(f"f{len(self.cuts)}", "cut", tuple(sorted(cuts)))
 
     async def heal(self, *faults: Any) -> None:
         pass

@@ -125,8 +125,8 @@ class Observer:
 
 class Experiment:
     def __init__(self, workload: Workload, faults: FaultScenario, opts: RunOptions) -> None:
-        self.w = workload
-        self.f = faults
+        self.workload = workload
+        self.faults = faults
         self.opts = opts
         self.rng = random.Random(opts.seed)
         self.gen = Generator(workload, random.Random(opts.seed + 1))
@@ -154,8 +154,8 @@ class Experiment:
             "concurrency": self.concurrency,
             "rate": self.rate,
             "bugs": list(self.opts.bugs),
-            "workload": {k: v for k, v in dataclasses.asdict(self.w).items()},
-            "faults": plain(dataclasses.asdict(self.f)),
+            "workload": {k: v for k, v in dataclasses.asdict(self.workload).items()},
+            "faults": to_plain_data(dataclasses.asdict(self.faults)),
         }
         if self.opts.replay_of is not None:
             resolved["replay_of"] = self.opts.replay_of
@@ -171,9 +171,9 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(rd.history_path)
-        options: dict[str, Any] = {"election_ms": to_ms(self.f.election_timeout),
-                                   "heartbeat_ms": to_ms(self.f.heartbeat),
-                                   **self.f.system_options.get(self.opts.system, {})}
+        options: dict[str, Any] = {"election_ms": to_ms(self.faults.election_timeout),
+                                   "heartbeat_ms": to_ms(self.faults.heartbeat),
+                                   **self.faults.system_options.get(self.opts.system, {})}
         system = make_system(self.opts.system, rd.nodes_dir, self.opts.nodes,
                              bugs=self.opts.bugs,
                              options={k: v for k, v in options.items() if v is not None})
@@ -201,7 +201,7 @@ class Experiment:
                             proxy_ports = net.ports()
                             cluster.dial = net.dial
                             try:
-                                nemesis = Nemesis(self.f, cluster, net, self.history,
+                                nemesis = Nemesis(self.faults, cluster, net, self.history,
                                                   rd.schedule_path, self.rng,
                                                   lambda: observer.leader)
                                 await self._experiment(cluster, net, observer, nemesis)
@@ -249,12 +249,12 @@ class Experiment:
             log.error(self.exit_reason)
             return
         log.info("leader %s elected", leader)
-        if self.f.initial_leader is not None and leader != self.f.initial_leader:
-            self.phase = f"moving leadership to {self.f.initial_leader}"
-            leader = await self._steer_leader(cluster, leader, self.f.initial_leader)
+        if self.faults.initial_leader is not None and leader != self.faults.initial_leader:
+            self.phase = f"moving leadership to {self.faults.initial_leader}"
+            leader = await self._steer_leader(cluster, leader, self.faults.initial_leader)
         self.initial_leader = leader
         addrs = {mid: net.client_addr(mid) for mid in cluster.members}
-        if self.w.model == "bank" and not await self._setup_bank(addrs):
+        if self.workload.model == "bank" and not await self._setup_bank(addrs):
             self.exit_reason = "harness error: could not write the bank's initial balances"
             log.error(self.exit_reason)
             return
@@ -272,9 +272,9 @@ class Experiment:
             self.phase = "healing"
             await nemesis.heal_everything()
             self.phase = "recovering"
-            with trio.move_on_after(self.w.settle):
-                await cluster.wait_leader(timeout=self.w.settle)
-            await trio.sleep(min(1.0, self.w.settle))
+            with trio.move_on_after(self.workload.settle):
+                await cluster.wait_leader(timeout=self.workload.settle)
+            await trio.sleep(min(1.0, self.workload.settle))
             self.phase = "final phase"
             await self._final_phase(addrs)
             await observer.poll_once()
@@ -310,7 +310,7 @@ class Experiment:
                 accounts: Sequence[str] = ()) -> SystemClient:
         """A client worker's driver, on the connections the workload asks for."""
         return self.client_factory(addrs, timeout, rng, accounts,
-                                   shared=self.w.connections == "shared")
+                                   shared=self.workload.connections == "shared")
 
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
@@ -334,7 +334,7 @@ class Experiment:
         h.append(process, "invoke", f, key, value)
         completed = False
         try:
-            c = await client.invoke(self.w.model, f, key, value)
+            c = await client.invoke(self.workload.model, f, key, value)
             out = c.value if c.type == "ok" else (value if f not in ("read",) else None)
             h.append(process, c.type, f, key, out, node=c.node, error=c.error)
             completed = True
@@ -349,8 +349,8 @@ class Experiment:
         rng = random.Random(self.opts.seed * 1_000 + i)
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
-        accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self._client(addrs, self.w.timeout, rng, accounts) as client:
+        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        async with self._client(addrs, self.workload.timeout, rng, accounts) as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
                     await trio.sleep(min(rng.expovariate(1 / mean_gap),
@@ -362,8 +362,8 @@ class Experiment:
                     process = self._new_process()
 
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
-        accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self._client(addrs, max(self.w.timeout, 2.0), random.Random(7),
+        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        async with self._client(addrs, max(self.workload.timeout, 2.0), random.Random(7),
                                 accounts) as client:
             for op in self.gen.final_ops():
                 for _attempt in range(10):
@@ -403,9 +403,9 @@ class Experiment:
             "system": self.opts.system,
             "system_version": getattr(self, "version", None),
             "nodes": self.opts.nodes,
-            "workload": self.w.name,
-            "model": self.w.model,
-            "faults": self.f.name,
+            "workload": self.workload.name,
+            "model": self.workload.model,
+            "faults": self.faults.name,
             "seed": self.opts.seed,
             "time_limit": self.opts.time_limit,
             "concurrency": self.concurrency,
@@ -440,12 +440,12 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def plain(v: Any) -> Any:
+def to_plain_data(v: Any) -> Any:
     """Tuples as lists, all the way down (for YAML and JSON)."""
     if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
+        return {k: to_plain_data(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [plain(x) for x in v]
+        return [to_plain_data(x) for x in v]
     return v
 
 

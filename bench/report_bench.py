@@ -15,7 +15,7 @@ each fault), and a ``results.json`` carrying a checker verdict.
 
 Then ``lab.report.render_run`` renders ``index.html``, timed with ``time.perf_counter``
 (best of ``--repeat`` renders), with the time spent reading the directory
-(``load_run``) and working out the facts (``analyse``) shown apart. Printed: render
+(``load_run``) and working out the facts (``analyse_faults``) shown apart. Printed: render
 seconds, page size in MB, and for 100 000 operations the ratio to the 5 s target (issue
 #6); the 120 000-operation case is the page-size target (a 60 s run at 2 000 ops/s,
 under 5 MB).
@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.report import render_run
-from lab.report.analysis import analyse
-from lab.report.rundir import load_run
+from lab.rundata import load_run
 from lab.store import RunDir
+from lab.verdict import analyse_faults
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -157,7 +157,7 @@ def measure(n_ops: int, seed: int, repeat: int, keep: bool) -> dict[str, float]:
         run = load_run(d)
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
-        analyse(run)
+        analyse_faults(run)
         t_facts = time.perf_counter() - t0
         best = float("inf")
         for _ in range(repeat):

@@ -149,10 +149,10 @@ def _say_run(run_dir: Path, results: dict[str, Any], out: Path) -> ExitCode:
 
 
 def _check_and_say(run_dir: Path, index_root: Path | None = None) -> ExitCode:
-    from lab.run import check_run
+    from lab.verdict import decide
 
     print("checking the history ...", flush=True)
-    results = check_run(run_dir)
+    results = decide(run_dir)
     checker = results.get("checker", {})
     for anomaly in checker.get("anomalies", [])[:5]:
         text = str(anomaly.get("explanation", anomaly.get("type", ""))).strip()

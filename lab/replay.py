@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from lab import topology
-from lab.run import plain
+from lab.run import to_plain_data
 from lab.scenario import (
     ACTION_PARAMS,
     ACTIONS,
@@ -354,7 +354,7 @@ def step_dict(step: Step) -> dict[str, Any]:
     if step.duration is not None:
         d["for"] = duration_text(step.duration)
     for key, v in step.params.items():
-        d[key] = plain(v)
+        d[key] = to_plain_data(v)
     return d
 
 

@@ -4,7 +4,8 @@ Data flow: load and validate both files -> start the proxy server and one proxy 
 directed link and per client link -> start N members whose peers are proxy addresses -> C
 client workers and the nemesis run until the time limit while an observer polls every
 member -> heal, let the cluster recover, run the final phase -> stop the members and prove
-nothing is left behind -> check the history -> ``results.json``.
+nothing is left behind -> ``results.json``. Then the verdict (:func:`lab.verdict.decide`,
+which ``raftlab run`` calls next) checks the history and records its outcome there.
 
 Every artefact lands in the run directory (:class:`lab.store.RunDir`) as it is produced
 (``history.jsonl`` is flushed every 20 ms and fsynced every second), so a run cut short by
@@ -32,7 +33,7 @@ from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
 from lab.scenario import FaultScenario, Workload
-from lab.store import RunDir, StoreError
+from lab.store import RunDir
 from lab.systems import (
     DEFAULT_SYSTEM,
     ClientFactory,
@@ -124,8 +125,8 @@ class Observer:
 
 class Experiment:
     def __init__(self, workload: Workload, faults: FaultScenario, opts: RunOptions) -> None:
-        self.w = workload
-        self.f = faults
+        self.workload = workload
+        self.faults = faults
         self.opts = opts
         self.rng = random.Random(opts.seed)
         self.gen = Generator(workload, random.Random(opts.seed + 1))
@@ -153,8 +154,8 @@ class Experiment:
             "concurrency": self.concurrency,
             "rate": self.rate,
             "bugs": list(self.opts.bugs),
-            "workload": {k: v for k, v in dataclasses.asdict(self.w).items()},
-            "faults": plain(dataclasses.asdict(self.f)),
+            "workload": {k: v for k, v in dataclasses.asdict(self.workload).items()},
+            "faults": to_plain_data(dataclasses.asdict(self.faults)),
         }
         if self.opts.replay_of is not None:
             resolved["replay_of"] = self.opts.replay_of
@@ -170,9 +171,9 @@ class Experiment:
         log.setLevel(logging.INFO)
         self.write_scenario()
         self.history = History(rd.history_path)
-        options: dict[str, Any] = {"election_ms": to_ms(self.f.election_timeout),
-                                   "heartbeat_ms": to_ms(self.f.heartbeat),
-                                   **self.f.system_options.get(self.opts.system, {})}
+        options: dict[str, Any] = {"election_ms": to_ms(self.faults.election_timeout),
+                                   "heartbeat_ms": to_ms(self.faults.heartbeat),
+                                   **self.faults.system_options.get(self.opts.system, {})}
         system = make_system(self.opts.system, rd.nodes_dir, self.opts.nodes,
                              bugs=self.opts.bugs,
                              options={k: v for k, v in options.items() if v is not None})
@@ -200,7 +201,7 @@ class Experiment:
                             proxy_ports = net.ports()
                             cluster.dial = net.dial
                             try:
-                                nemesis = Nemesis(self.f, cluster, net, self.history,
+                                nemesis = Nemesis(self.faults, cluster, net, self.history,
                                                   rd.schedule_path, self.rng,
                                                   lambda: observer.leader)
                                 await self._experiment(cluster, net, observer, nemesis)
@@ -248,12 +249,12 @@ class Experiment:
             log.error(self.exit_reason)
             return
         log.info("leader %s elected", leader)
-        if self.f.initial_leader is not None and leader != self.f.initial_leader:
-            self.phase = f"moving leadership to {self.f.initial_leader}"
-            leader = await self._steer_leader(cluster, leader, self.f.initial_leader)
+        if self.faults.initial_leader is not None and leader != self.faults.initial_leader:
+            self.phase = f"moving leadership to {self.faults.initial_leader}"
+            leader = await self._steer_leader(cluster, leader, self.faults.initial_leader)
         self.initial_leader = leader
         addrs = {mid: net.client_addr(mid) for mid in cluster.members}
-        if self.w.model == "bank" and not await self._setup_bank(addrs):
+        if self.workload.model == "bank" and not await self._setup_bank(addrs):
             self.exit_reason = "harness error: could not write the bank's initial balances"
             log.error(self.exit_reason)
             return
@@ -271,9 +272,9 @@ class Experiment:
             self.phase = "healing"
             await nemesis.heal_everything()
             self.phase = "recovering"
-            with trio.move_on_after(self.w.settle):
-                await cluster.wait_leader(timeout=self.w.settle)
-            await trio.sleep(min(1.0, self.w.settle))
+            with trio.move_on_after(self.workload.settle):
+                await cluster.wait_leader(timeout=self.workload.settle)
+            await trio.sleep(min(1.0, self.workload.settle))
             self.phase = "final phase"
             await self._final_phase(addrs)
             await observer.poll_once()
@@ -309,7 +310,7 @@ class Experiment:
                 accounts: Sequence[str] = ()) -> SystemClient:
         """A client worker's driver, on the connections the workload asks for."""
         return self.client_factory(addrs, timeout, rng, accounts,
-                                   shared=self.w.connections == "shared")
+                                   shared=self.workload.connections == "shared")
 
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
@@ -333,7 +334,7 @@ class Experiment:
         h.append(process, "invoke", f, key, value)
         completed = False
         try:
-            c = await client.invoke(self.w.model, f, key, value)
+            c = await client.invoke(self.workload.model, f, key, value)
             out = c.value if c.type == "ok" else (value if f not in ("read",) else None)
             h.append(process, c.type, f, key, out, node=c.node, error=c.error)
             completed = True
@@ -348,8 +349,8 @@ class Experiment:
         rng = random.Random(self.opts.seed * 1_000 + i)
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
-        accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self._client(addrs, self.w.timeout, rng, accounts) as client:
+        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        async with self._client(addrs, self.workload.timeout, rng, accounts) as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
                     await trio.sleep(min(rng.expovariate(1 / mean_gap),
@@ -361,8 +362,8 @@ class Experiment:
                     process = self._new_process()
 
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
-        accounts = self.gen.keys if self.w.model == "bank" else ()
-        async with self._client(addrs, max(self.w.timeout, 2.0), random.Random(7),
+        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        async with self._client(addrs, max(self.workload.timeout, 2.0), random.Random(7),
                                 accounts) as client:
             for op in self.gen.final_ops():
                 for _attempt in range(10):
@@ -402,9 +403,9 @@ class Experiment:
             "system": self.opts.system,
             "system_version": getattr(self, "version", None),
             "nodes": self.opts.nodes,
-            "workload": self.w.name,
-            "model": self.w.model,
-            "faults": self.f.name,
+            "workload": self.workload.name,
+            "model": self.workload.model,
+            "faults": self.faults.name,
             "seed": self.opts.seed,
             "time_limit": self.opts.time_limit,
             "concurrency": self.concurrency,
@@ -439,12 +440,12 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def plain(v: Any) -> Any:
+def to_plain_data(v: Any) -> Any:
     """Tuples as lists, all the way down (for YAML and JSON)."""
     if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
+        return {k: to_plain_data(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [plain(x) for x in v]
+        return [to_plain_data(x) for x in v]
     return v
 
 
@@ -453,132 +454,3 @@ async def run_experiment(workload: Workload, faults: FaultScenario, opts: RunOpt
     exp = Experiment(workload, faults, opts)
     print(f"run directory: {exp.dir}", flush=True)
     return exp.dir, await exp.run()
-
-
-# --------------------------------------------------------------------------- checking
-
-CHECK_TIME_LIMIT = 120.0
-
-
-def checker_options(scenario: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The checker model and options for a run, from its resolved ``scenario.yaml``."""
-    w = scenario["workload"]
-    model = w["model"]
-    options: dict[str, Any] = {}
-    if model == "bank":
-        accounts = [f"a{k}" for k in range(w["accounts"])]
-        options = {"total": w["total"], "accounts": accounts}
-    return model, options
-
-
-MIN_OK = 20  # a run with fewer ok client operations than this is too weak to mean much
-
-
-def _weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
-    """Why a run that checked out valid still says little, if it does: too few ``ok``
-    operations, or faults that never bit (none hit the leader, split the quorum, moved
-    leadership, left a member behind, or dented throughput or latency). Records the
-    evidence of every fault in ``results["evidence"]``."""
-    from lab.report.analysis import analyse
-    from lab.report.rundir import load_run
-
-    facts = analyse(load_run(run_dir))
-    results["evidence"] = {
-        "faults_bit": facts.bite.bit, "summary": facts.bite.headline,
-        "faults": [{"fault": i.fault.label, "leader_before": i.leader_before,
-                    "leader_hit": i.leader_hit, "quorum_split": i.quorum_split,
-                    "cut_off": i.cut_off, "notes": i.notes, "leadership_moved": i.moved,
-                    "fell_behind": i.lagged, "throughput_dipped": i.dipped,
-                    "latency_rose": i.slowed, "bit": i.bit,
-                    "unavailable_s": i.unavailable_s,
-                    "first_ok_after_heal_s": i.first_ok_from_heal_s,
-                    "recovered": not i.stuck} for i in facts.impacts],
-        "recovered": not facts.unrecovered}
-    results.pop("notes", None)
-    if facts.unrecovered:
-        # Liveness, not safety: the verdict stands, but nobody should miss it.
-        first, more = facts.unrecovered[0], len(facts.unrecovered) - 1
-        results["notes"] = [
-            f"the cluster never recovered: no operation succeeded after {first.fault.label} "
-            "healed" + (f" (nor after the {more} later faults)" if more else "")]
-    ok = int(results.get("counts", {}).get("ok", 0))
-    if ok < MIN_OK:
-        return f"too few successful operations to mean anything ({ok} ok, fewer than {MIN_OK})"
-    if facts.bite.bit is False:
-        return facts.bite.headline
-    if facts.bite.bit is None and _plans_faults(run_dir):
-        return ("no fault of the scenario was applied within the time limit (a longer "
-                "--time-limit lets its first fault start and end)")
-    return None
-
-
-def _plans_faults(run_dir: Path) -> bool:
-    """Whether the run's scenario has any fault to apply (timed steps or a nemesis)."""
-    faults = RunDir(run_dir).scenario_dict().get("faults")
-    return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
-
-
-def check_run(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
-    """Check a run's history against its workload's model and record the outcome in
-    ``results.json`` (``verdict``, ``checker``). Works on partial runs too. A run file
-    that cannot be read as what it should be raises :class:`lab.store.StoreError`
-    (``FILE:LINE: ...``; the history's own problems as its subclass
-    :class:`lab.checker.HistoryError`)."""
-    from lab.checker import check_history, load_history
-    from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
-    from lab.systems import spec
-
-    run = RunDir(run_dir)
-    scenario = run.scenario_dict(strict=True)
-    stored = run.read_results(strict=True)
-    results: dict[str, Any] = (dict(stored.data) if stored is not None
-                               else {"partial": True, "exit_reason": "no results.json"})
-    try:
-        model, options = checker_options(scenario)
-    except (KeyError, TypeError, ValueError) as e:
-        raise StoreError(run.scenario_path, None, "cannot tell the checker's model from "
-                         f"its workload (missing or bad: {e})") from None
-    t0 = time.monotonic()
-    outcome = check_history(load_history(run.history_path), model,
-                            time_limit=time_limit, options=options)
-    system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
-    split = leader_safety(system.leader_claims(run.nodes_dir) or [])
-    if system.status_term_is_current:
-        logged = {a["term"] for a in split}
-        split += [a for a in election_safety(run.read_cluster().objects)
-                  if a["term"] not in logged]
-    double = vote_safety(system.votes(run.nodes_dir) or [])
-    lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
-    found = []
-    if split:
-        terms = ", ".join(str(a["term"]) for a in split)
-        found.append(f"two leaders in one term (term {terms}), by the members' logs or "
-                     "status polls")
-    if double:
-        found.append("a member voted twice in one term (" + ", ".join(
-            f"{a['member']} in term {a['term']}" for a in double) + "), by its own log")
-    if lost:
-        found.append("a leader's log contradicts a committed entry (" + ", ".join(
-            f"{a['member']}" + (f" at index {a['index']}" if a["index"] is not None else "")
-            for a in lost) + "), by the members' logs")
-    if found:
-        what = "; ".join(found)
-        outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
-        outcome.valid = False
-        outcome.anomalies = [*split, *double, *lost, *outcome.anomalies]
-    results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
-    verdict, reason = outcome.verdict, outcome.reason
-    try:
-        weak = _weakness(run_dir, results)
-    except Exception as e:  # the evidence is ours to get right; never lose the verdict
-        log.exception("gathering the faults' evidence failed")
-        weak = f"could not tell whether the faults bit ({type(e).__name__}: {e})"
-    if verdict == "valid" and results.get("partial"):
-        # A cut-short run proves nothing good, though it can prove bad.
-        verdict, reason = "unknown", f"the run ended early ({results.get('exit_reason')})"
-    elif verdict == "valid" and weak:
-        verdict, reason = "unknown", weak
-    results["verdict_reason"] = reason
-    results["verdict"] = verdict
-    run.write_results(results)
-    return results

@@ -1,5 +1,6 @@
-"""Election safety from the members' own status reports (``lab.checker._cluster``) and its
-place in a run's verdict (``lab.run.check_run``)."""
+"""Raft's safety rules checked from the members' own status reports and logs
+(``lab.checker.election_safety``, ``leader_safety``, ``vote_safety``, ``commit_safety``)
+and their place in a run's verdict (``lab.verdict.decide``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lab.checker._cluster import election_safety
+from lab.checker import election_safety
 
 
 def poll(t_ms: int, node: str, role: str, term: int, leader: str | None = None
@@ -47,8 +48,8 @@ def test_garbage_polls_are_ignored() -> None:
     assert election_safety(polls) == []
 
 
-def test_check_run_turns_a_valid_history_invalid_on_two_leaders(tmp_path: Path) -> None:
-    from lab.run import check_run
+def test_the_verdict_turns_a_valid_history_invalid_on_two_leaders(tmp_path: Path) -> None:
+    from lab.verdict import decide
 
     (tmp_path / "scenario.yaml").write_text(json.dumps(
         {"workload": {"model": "register"}, "faults": {"name": "none"}}))
@@ -62,18 +63,18 @@ def test_check_run_turns_a_valid_history_invalid_on_two_leaders(tmp_path: Path) 
     (tmp_path / "results.json").write_text(json.dumps({"counts": {"ok": 1}}))
     good = [poll(0, "n1", "leader", 2), poll(250, "n1", "leader", 2)]
     (tmp_path / "cluster.jsonl").write_text("".join(json.dumps(p) + "\n" for p in good))
-    assert check_run(tmp_path)["verdict"] != "invalid"
+    assert decide(tmp_path)["verdict"] != "invalid"
     bad = [*good, poll(300, "n2", "leader", 2), poll(550, "n2", "leader", 2)]
     (tmp_path / "cluster.jsonl").write_text("".join(json.dumps(p) + "\n" for p in bad)
                                             + '{"torn')
-    r = check_run(tmp_path)
+    r = decide(tmp_path)
     assert r["verdict"] == "invalid", r
     assert "two leaders in one term (term 2)" in r["verdict_reason"]
     assert r["checker"]["anomalies"][0]["type"] == "two-leaders-in-one-term"
 
 
 def test_a_member_that_voted_for_two_candidates_in_one_term_is_an_anomaly() -> None:
-    from lab.checker._cluster import vote_safety
+    from lab.checker import vote_safety
     from lab.systems import Vote
 
     votes = [Vote("n3", 4, "n1", 10), Vote("n3", 4, "n1", 12),  # asked again: same vote
@@ -105,8 +106,8 @@ def test_votes_are_read_from_raftkv_member_logs_and_not_from_etcds(tmp_path: Pat
     assert spec("etcd").votes(tmp_path / "nodes") is None
 
 
-def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path) -> None:
-    from lab.run import check_run
+def test_the_verdict_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path) -> None:
+    from lab.verdict import decide
 
     (tmp_path / "scenario.yaml").write_text(json.dumps(
         {"system": "raftkv", "workload": {"model": "register"}, "faults": {"name": "none"}}))
@@ -115,10 +116,10 @@ def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path
     log = tmp_path / "nodes" / "n3" / "node.log"
     log.parent.mkdir(parents=True)
     log.write_text('{"event": "vote", "term": 5, "candidate": "n4"}\n')
-    assert check_run(tmp_path)["verdict"] != "invalid"
+    assert decide(tmp_path)["verdict"] != "invalid"
     with open(log, "a") as f:
         f.write('{"event": "vote", "term": 5, "candidate": "n2"}\n')
-    r = check_run(tmp_path)
+    r = decide(tmp_path)
     assert r["verdict"] == "invalid", r
     assert "n3 voted twice" not in r["verdict_reason"]
     assert "a member voted twice in one term (n3 in term 5)" in r["verdict_reason"]
@@ -126,7 +127,7 @@ def test_check_run_turns_a_valid_history_invalid_on_a_double_vote(tmp_path: Path
 
 
 def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
-    from lab.checker._cluster import commit_safety
+    from lab.checker import commit_safety
     from lab.systems import spec
 
     nodes = tmp_path / "nodes"
@@ -157,9 +158,9 @@ def test_committed_entry_conflicts_are_read_from_raftkv_and_etcd_logs(tmp_path: 
     assert spec("raftkv").commit_conflicts(tmp_path / "nowhere") == []
 
 
-def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
+def test_the_verdict_turns_a_valid_history_invalid_on_a_lost_committed_entry(
         tmp_path: Path) -> None:
-    from lab.run import check_run
+    from lab.verdict import decide
 
     (tmp_path / "scenario.yaml").write_text(json.dumps(
         {"system": "raftkv", "workload": {"model": "register"}, "faults": {"name": "none"}}))
@@ -168,18 +169,18 @@ def test_check_run_turns_a_valid_history_invalid_on_a_lost_committed_entry(
     log = tmp_path / "nodes" / "n1" / "node.log"
     log.parent.mkdir(parents=True)
     log.write_text('{"event": "rejected-peer-message", "peer": "n5", "reason": "x"}\n')
-    assert check_run(tmp_path)["verdict"] != "invalid"
+    assert decide(tmp_path)["verdict"] != "invalid"
     with open(log, "a") as f:
         f.write('{"event": "committed-conflict", "leader": "n5", "term": 4, "index": 24, '
                 '"commit": 24}\n')
-    r = check_run(tmp_path)
+    r = decide(tmp_path)
     assert r["verdict"] == "invalid", r
     assert "a leader's log contradicts a committed entry (n1 at index 24)" in r["verdict_reason"]
     assert r["checker"]["anomalies"][0]["type"] == "committed-entry-conflict"
 
 
 def test_leaderships_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
-    from lab.checker._cluster import leader_safety
+    from lab.checker import leader_safety
     from lab.systems import LeaderClaim, spec
 
     nodes = tmp_path / "nodes"
@@ -210,7 +211,7 @@ def test_leaderships_are_read_from_raftkv_and_etcd_logs(tmp_path: Path) -> None:
 def test_etcd_status_terms_are_not_taken_for_leaderships(tmp_path: Path) -> None:
     # etcd's raftTerm is the term of the last applied entry: a leader of term 5 that has
     # applied nothing of term 5 yet reports term 4, like the leader of term 4 before it.
-    from lab.run import check_run
+    from lab.verdict import decide
 
     (tmp_path / "scenario.yaml").write_text(json.dumps(
         {"system": "etcd", "workload": {"model": "register"}, "faults": {"name": "none"}}))
@@ -223,9 +224,9 @@ def test_etcd_status_terms_are_not_taken_for_leaderships(tmp_path: Path) -> None
         (tmp_path / "nodes" / n).mkdir(parents=True)
         (tmp_path / "nodes" / n / "node.log").write_text(
             f'{{"msg":"{n} became leader at term {term}"}}\n')
-    assert check_run(tmp_path)["verdict"] != "invalid"
+    assert decide(tmp_path)["verdict"] != "invalid"
     with open(tmp_path / "nodes" / "n2" / "node.log", "a") as f:
         f.write('{"msg":"n2 became leader at term 4"}\n')
-    r = check_run(tmp_path)
+    r = decide(tmp_path)
     assert r["verdict"] == "invalid", r
     assert "two leaders in one term (term 4)" in r["verdict_reason"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from test_report import FAULT, MS, Synth, write_run
 
-from lab.run import check_run
+from lab.verdict import decide
 
 
 def reschedule(d: Path, node: str) -> None:
@@ -51,7 +51,7 @@ def test_a_fault_that_never_bit_makes_the_run_unknown(tmp_path: Path) -> None:
     d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
     reschedule(d, "n3")
     steady_polls(d)
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "unknown"
     assert r["verdict_reason"].startswith("The faults never bit")
     [ev] = r["evidence"]["faults"]
@@ -62,7 +62,7 @@ def test_a_member_left_behind_counts_as_a_bite(tmp_path: Path) -> None:
     d = write_run(tmp_path / "run", Synth().register_ops(800, outage=False), check=False)
     reschedule(d, "n3")
     steady_polls(d, stuck="n3")
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "valid", r["verdict_reason"]
     assert r["evidence"]["faults"][0]["fell_behind"] == ["n3"]
 
@@ -78,7 +78,7 @@ def test_an_anomaly_is_never_downgraded(tmp_path: Path) -> None:
                   check=False)
     reschedule(d, "n3")
     steady_polls(d)
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "invalid"
 
 
@@ -92,11 +92,11 @@ def test_a_partition_that_changed_nothing_did_not_bite(tmp_path: Path) -> None:
              "action": "partition-random-halves", "fault": 1, "nodes": []}]
     (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     steady_polls(d)
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "unknown", r["evidence"]
     assert not r["evidence"]["faults"][0]["bit"]
     steady_polls(d, stuck="n3")  # now the cut-off side stops committing: it bit
-    assert check_run(d)["verdict"] == "valid"
+    assert decide(d)["verdict"] == "valid"
 
 
 def test_faults_that_were_all_skipped_did_not_bite(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_faults_that_were_all_skipped_did_not_bite(tmp_path: Path) -> None:
              "fault": 1, "nodes": [], "reason": "target ('leader',) resolved to no node"}]
     (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     steady_polls(d)
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "unknown" and "skipped" in r["verdict_reason"], r["verdict_reason"]
 
 
@@ -119,9 +119,9 @@ def test_a_ring_that_leaves_a_member_behind_bit(tmp_path: Path) -> None:
              "fault": 1, "nodes": []}]
     (d / "schedule.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     steady_polls(d)
-    assert check_run(d)["verdict"] == "unknown"
+    assert decide(d)["verdict"] == "unknown"
     steady_polls(d, stuck="n3")
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "valid", r["verdict_reason"]
     ev = r["evidence"]["faults"][0]
     assert ev["fell_behind"] == ["n3"] and not ev["quorum_split"] and not ev["leader_hit"]
@@ -138,9 +138,9 @@ def test_a_scenario_whose_faults_never_started_is_unknown(tmp_path: Path) -> Non
                                              if e["process"] != "nemesis"))
     steady_polls(d)
     sc = yaml.safe_load((d / "scenario.yaml").read_text())
-    assert check_run(d)["verdict"] == "valid"  # no faults planned: a baseline run
+    assert decide(d)["verdict"] == "valid"  # no faults planned: a baseline run
     sc["faults"]["random"] = {"start": 5.0, "interval": [4.0, 6.0], "duration": [4.0, 5.0],
                               "actions": ["kill"], "targets": ["leader"]}
     (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
-    r = check_run(d)
+    r = decide(d)
     assert r["verdict"] == "unknown" and "no fault of the scenario" in r["verdict_reason"]

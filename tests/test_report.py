@@ -2,7 +2,7 @@
 
 Run directories are synthesized in ``tmp_path`` (a register history with a fault that
 makes the cluster unavailable for a second, the nemesis schedule, the observer's polls)
-and checked with the real checker (``lab.run.check_run``), so the page is tested on the
+and checked with the real checker (``lab.verdict.decide``), so the page is tested on the
 anomalies the checker really emits. The HTML is read with ``html.parser``: the verdict
 banner, each plot's SVG, the fault bands and their labels, the failing window, the
 history table, and that nothing is fetched from the network.
@@ -27,9 +27,8 @@ import yaml
 
 from lab import cli
 from lab.report import is_run_dir, render_run, summarize_run
-from lab.report.analysis import analyse
-from lab.report.rundir import load_run
-from lab.run import check_run
+from lab.rundata import load_run
+from lab.verdict import analyse_faults, decide
 
 ROOT = Path(__file__).resolve().parent.parent
 MS = 1_000_000
@@ -194,7 +193,7 @@ def write_run(d: Path, synth: Synth, *, results: bool = True, partial: bool = Fa
             "faults_applied": schedule(), "leftovers": {"processes": [], "ports": []},
             "nothing_left_behind": True}))
         if check:
-            check_run(d)
+            decide(d)
     return d
 
 
@@ -301,7 +300,7 @@ def page_script(html: str) -> str:
 def test_faults_panel_reports_the_hit_leader_split_quorum_and_unavailability(
         tmp_path: Path) -> None:
     d = write_run(tmp_path / "bite", Synth().register_ops(900))
-    facts = analyse(load_run(d))
+    facts = analyse_faults(load_run(d))
     [imp] = facts.impacts
     assert imp.leader_before == "n1" and imp.leader_hit and imp.quorum_split
     assert imp.cut_off == ["n1"]
@@ -325,7 +324,7 @@ def test_faults_that_never_bit_say_so(tmp_path: Path) -> None:
     _jsonl(d / "cluster.jsonl", [p | {"role": "leader" if p["node"] == "n1" else "follower",
                                       "term": 1, "commit": 9}
                                  for p in polls(6 * NS)])
-    facts = analyse(load_run(d))
+    facts = analyse_faults(load_run(d))
     assert facts.bite.bit is False
     assert facts.bite.headline.startswith("The faults never bit")
     assert "The faults never bit" in render(d)[1].text_of("bite")
@@ -443,7 +442,7 @@ def test_a_cluster_that_never_recovers_is_said_so_and_the_verdict_stands(
     """Operations tried after the heal and none ok: recovery is "never" on the page, in
     the index row and in results.json's notes; the verdict (safety) is unchanged."""
     d = write_run(tmp_path / "stuck", Synth().register_ops(900, stuck=True))
-    facts = analyse(load_run(d))
+    facts = analyse_faults(load_run(d))
     [imp] = facts.impacts
     assert imp.stuck and imp.first_ok_from_heal_s is None
     assert facts.recovery_s is None and facts.unrecovered == [imp]
@@ -459,7 +458,7 @@ def test_a_cluster_that_never_recovers_is_said_so_and_the_verdict_stands(
     assert row["recovered"] is False and row["recovery_s"] is None
     # A run that recovers says nothing of the kind, and checking it again clears the note.
     healthy = write_run(tmp_path / "fine", Synth().register_ops(900))
-    assert analyse(load_run(healthy)).unrecovered == []
+    assert analyse_faults(load_run(healthy)).unrecovered == []
     assert "notes" not in json.loads((healthy / "results.json").read_text())
     assert summarize_run(healthy)["recovered"] is True
 
@@ -470,7 +469,7 @@ def test_no_operation_after_the_heal_is_not_a_failure_to_recover(tmp_path: Path)
     synth = Synth().register_ops(900)
     synth.ops = [op for op in synth.ops if op.start < FAULT[0]]
     d = write_run(tmp_path / "early", synth, check=False)
-    facts = analyse(load_run(d))
+    facts = analyse_faults(load_run(d))
     assert all(not i.stuck for i in facts.impacts) and facts.unrecovered == []
 
 
@@ -567,7 +566,7 @@ def test_garbled_files_still_render(tmp_path: Path) -> None:
 
 def test_table_data_stays_within_its_budget_and_keeps_anomaly_operations() -> None:
     from lab.report import table
-    from lab.report.rundir import Operation
+    from lab.rundata import Operation
 
     long_value = [["append", 3, 1], ["r", 4, list(range(40))]]
     ops = [Operation(2 * k, k % 20, "txn", None, "ok", k * MS // 2, k * MS // 2 + 2 * MS,

@@ -155,7 +155,7 @@ def test_the_resolved_scenario_round_trips(tmp_path: Path) -> None:
     r = RunDir(exp.dir).read_scenario()
     assert (r.system, r.nodes, r.seed, r.time_limit, r.concurrency, r.rate, r.bugs) == (
         "raftkv", 3, 7, 12.0, 4, 50.0, ("stale-read",))
-    assert r.workload == exp.w and r.faults_name == "isolate-leader"
+    assert r.workload == exp.workload and r.faults_name == "isolate-leader"
     assert r.command == ("raftlab", "run", "x") and r.replay_of == "/somewhere/else"
     assert RunDir(exp.dir).scenario_dict()["workload"]["name"] == "register"
 

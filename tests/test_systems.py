@@ -167,8 +167,8 @@ def test_a_registered_system_reaches_scenarios_suites_checks_and_reports(
         toy: SystemSpec, tmp_path: Path) -> None:
     from lab import suite
     from lab.report.index_page import Pair
-    from lab.run import check_run
     from lab.scenario import ScenarioError, load_faults
+    from lab.verdict import decide
 
     faults = tmp_path / "toy.yaml"
     faults.write_text("name: toy\ndescription: its options\nsystem_options:\n"
@@ -195,9 +195,9 @@ def test_a_registered_system_reaches_scenarios_suites_checks_and_reports(
     (run / "results.json").write_text(json.dumps({"counts": {"ok": 0}}))
     (run / "nodes" / "n1" / "node.log").write_text("leader 4\n")
     (run / "nodes" / "n2" / "node.log").write_text("follower 4\n")
-    assert check_run(run)["verdict"] != "invalid"
+    assert decide(run)["verdict"] != "invalid"
     (run / "nodes" / "n2" / "node.log").write_text("follower 4\nleader 4\n")
-    r = check_run(run)
+    r = decide(run)
     assert r["verdict"] == "invalid" and "two leaders in one term (term 4)" in r[
         "verdict_reason"], r
 

@@ -6,6 +6,9 @@ Public surface (implementation lives in the private modules):
 * :func:`load_history` — read and validate a JSON-lines history file into a
   :class:`DecodedHistory` (operations with invoke and completion merged);
 * :class:`HistoryError` — bad input, printed as ``FILE:LINE: what was wrong``;
+* :func:`election_safety`, :func:`leader_safety`, :func:`vote_safety`,
+  :func:`commit_safety` — Raft's safety rules checked against what the members said about
+  themselves (status polls, their own logs), for the verdict (:mod:`lab.verdict`);
 * :data:`MODELS` — the model names (and :data:`WORKLOAD_MODELS`, the ones a lab workload
   generates, with their operations): the one list, in ``_models``, that scenario files,
   their JSON Schema and ``raftlab check`` all use; ``lab.checker.cli`` is ``raftlab check``.
@@ -15,10 +18,11 @@ Modules: ``_events`` (decoding), ``_wgl`` (linearizability search), ``_register`
 (list-append), ``_stats`` (statistics and the too-weak rule), ``_result``, ``_api``,
 ``_models`` (the model names and the operations a workload of each may mix),
 ``_peer`` (where the peer histories used by tests and benchmarks live), ``_cluster``
-(election safety from the members' own status reports, ``cluster.jsonl``).
+(the safety checks over the members' own status reports and logs).
 """
 
 from lab.checker._api import UnknownModelError, check_history
+from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
 from lab.checker._events import DecodedHistory, HistoryError, Op, history_from_events, load_history
 from lab.checker._models import MODELS, WORKLOAD_MODELS, unknown_model
 from lab.checker._result import CheckResult
@@ -32,7 +36,11 @@ __all__ = [
     "Op",
     "UnknownModelError",
     "check_history",
+    "commit_safety",
+    "election_safety",
     "history_from_events",
+    "leader_safety",
     "load_history",
     "unknown_model",
+    "vote_safety",
 ]

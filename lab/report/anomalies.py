@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.report.plots import WindowOp, window_plot
-from lab.report.rundir import Operation, RunData
+from lab.rundata import Operation, RunData
 
 MAX_WINDOW_OPS = 16  # bars in one failing-window picture
 # How many of the involved operations before the failure the window frames: the last

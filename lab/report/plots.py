@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from lab.report.rundir import Fault, Operation
+from lab.rundata import Fault, Operation
 
 W = 960
 LEFT, RIGHT = 70, 20

@@ -17,11 +17,11 @@ from typing import Any
 import jinja2
 
 from lab.report import plots, table
-from lab.report.analysis import Facts, Impact, analyse
 from lab.report.anomalies import CheckerView, checker_views
-from lab.report.rundir import RunData, load_run
+from lab.rundata import RunData, load_run
 from lab.store import PAGE, RunDir, write_atomically
 from lab.systems import DEFAULT_SYSTEM
+from lab.verdict import Facts, Impact, analyse_faults
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 RUNS_INDEX_MARK = b'<meta name="generator" content="raftlab runs index">'
@@ -60,7 +60,7 @@ def key_groups(per_key: dict[str, str]) -> dict[str, Any]:
 def render_run(run_dir: Path) -> Path:
     """Render ``run_dir/index.html`` (and refresh ``summary.json``); return the page's path."""
     run = load_run(run_dir)
-    facts = analyse(run)
+    facts = analyse_faults(run)
     checkers = checker_views(run)
     html = _environment().get_template("run.html.j2").render(page_context(run, facts,
                                                                           checkers))
@@ -80,7 +80,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     if cached is not None:
         return cached
     run = load_run(run_dir)
-    facts = analyse(run)
+    facts = analyse_faults(run)
     row = summary(run, facts, checker_views(run))
     RunDir(run_dir).write_summary(row)
     return row

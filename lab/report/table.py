@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from lab.report.rundir import Operation
+from lab.rundata import Operation
 
 BUDGET = 3_200_000  # bytes of table data, leaving room under 5 MB for the rest
 STATIC_ROWS = 200

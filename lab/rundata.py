@@ -1,10 +1,12 @@
-"""A run directory as the report sees it: operations, faults and cluster polls.
+"""A run's data as a model: operations, faults and cluster polls, loaded from a run
+directory (:func:`load_run`) through :class:`lab.store.RunDir`.
 
-Everything here is forgiving. A report must render for a run that was killed at any
-moment, checked or not: a missing file is empty, a torn or malformed line is skipped
-(and counted in ``warnings``), an invoke without a completion is a ``pending``
-operation. The files are read through :class:`lab.store.RunDir` in its forgiving mode;
-the checker is the strict reader of histories; the report only draws them.
+The verdict (:mod:`lab.verdict`) works out from it whether the faults bit; the report
+(:mod:`lab.report`) draws it. Everything here is forgiving. A report must render for a
+run that was killed at any moment, checked or not: a missing file is empty, a torn or
+malformed line is skipped (and counted in ``warnings``), an invoke without a completion
+is a ``pending`` operation. The files are read through :class:`lab.store.RunDir` in its
+forgiving mode; the checker is the strict reader of histories.
 
 Times are nanoseconds since the run started, the clock that ``history.jsonl``,
 ``schedule.jsonl`` and ``cluster.jsonl`` share.
@@ -94,7 +96,7 @@ class Fault:
 
 @dataclass
 class RunData:
-    """What the report reads from a run directory."""
+    """What the verdict and the report read from a run directory."""
 
     path: Path
     results: dict[str, Any]
@@ -128,7 +130,8 @@ def is_run_dir(path: Path) -> bool:
 
 
 def load_run(path: Path) -> RunData:
-    """Read every file of a run directory the report uses; never raises on bad content."""
+    """Read every file of a run directory the verdict and the report use; never raises on
+    bad content."""
     run = RunDir(path)
     warnings: list[str] = []
     found = run.read_results(strict=False, warnings=warnings)

@@ -1,7 +1,25 @@
-"""Facts about a run that the page states: availability per fault, whether the faults
-bit, throughput, and the leader over time.
+"""The verdict of a run, and the facts it rests on: did the history check out, did the
+members break a safety rule, did the run say enough, did the faults bite?
 
-Definitions (the page repeats them where it shows the numbers):
+Public API:
+
+* :func:`decide` -- check a run directory (its history against the workload's model, the
+  members' own logs and status polls against Raft's safety rules), decide ``valid``,
+  ``invalid`` or ``unknown`` with a reason, the faults' evidence and notes, and record it
+  all in ``results.json``; returns the results;
+* :func:`weakness` -- why a run that checked out valid still says little (too few ``ok``
+  operations, :data:`MIN_OK`; faults that never bit), recording the evidence;
+* :func:`checker_options` -- the checker model and options of a resolved scenario;
+* :func:`analyse_faults` -- the bite analysis of a run's data
+  (:class:`lab.rundata.RunData`): what each fault did (:class:`Impact`), whether the
+  faults bit (:class:`Bite`), and the availability figures (:class:`Facts`). The report
+  renders these; it decides nothing.
+
+This module reads runs through :mod:`lab.store` and :mod:`lab.rundata` and checks them
+through :mod:`lab.checker`'s public API; it never imports the report, the runner or the
+command line.
+
+Definitions (the report's page repeats them where it shows the numbers):
 
 * *Unavailability* of a fault: the longest stretch with no successful (``ok``)
   completion, from the fault's start until the first success after its healing.
@@ -18,12 +36,155 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from lab.report.rundir import Fault, Operation, RunData
+from lab.checker import (
+    check_history,
+    commit_safety,
+    election_safety,
+    leader_safety,
+    load_history,
+    vote_safety,
+)
+from lab.rundata import Fault, Operation, RunData, load_run
+from lab.store import RunDir, StoreError
+from lab.systems import DEFAULT_SYSTEM, spec
+
+log = logging.getLogger("raftlab")
+
+# --------------------------------------------------------------------------- the verdict
+
+CHECK_TIME_LIMIT = 120.0
+MIN_OK = 20  # a run with fewer ok client operations than this is too weak to mean much
+
+
+def checker_options(scenario: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The checker model and options for a run, from its resolved ``scenario.yaml``."""
+    w = scenario["workload"]
+    model = w["model"]
+    options: dict[str, Any] = {}
+    if model == "bank":
+        accounts = [f"a{k}" for k in range(w["accounts"])]
+        options = {"total": w["total"], "accounts": accounts}
+    return model, options
+
+
+def weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
+    """Why a run that checked out valid still says little, if it does: too few ``ok``
+    operations, or faults that never bit (none hit the leader, split the quorum, moved
+    leadership, left a member behind, or dented throughput or latency). Records the
+    evidence of every fault in ``results["evidence"]``."""
+    facts = analyse_faults(load_run(run_dir))
+    results["evidence"] = {
+        "faults_bit": facts.bite.bit, "summary": facts.bite.headline,
+        "faults": [{"fault": i.fault.label, "leader_before": i.leader_before,
+                    "leader_hit": i.leader_hit, "quorum_split": i.quorum_split,
+                    "cut_off": i.cut_off, "notes": i.notes, "leadership_moved": i.moved,
+                    "fell_behind": i.lagged, "throughput_dipped": i.dipped,
+                    "latency_rose": i.slowed, "bit": i.bit,
+                    "unavailable_s": i.unavailable_s,
+                    "first_ok_after_heal_s": i.first_ok_from_heal_s,
+                    "recovered": not i.stuck} for i in facts.impacts],
+        "recovered": not facts.unrecovered}
+    results.pop("notes", None)
+    if facts.unrecovered:
+        # Liveness, not safety: the verdict stands, but nobody should miss it.
+        first, more = facts.unrecovered[0], len(facts.unrecovered) - 1
+        results["notes"] = [
+            f"the cluster never recovered: no operation succeeded after {first.fault.label} "
+            "healed" + (f" (nor after the {more} later faults)" if more else "")]
+    ok = int(results.get("counts", {}).get("ok", 0))
+    if ok < MIN_OK:
+        return f"too few successful operations to mean anything ({ok} ok, fewer than {MIN_OK})"
+    if facts.bite.bit is False:
+        return facts.bite.headline
+    if facts.bite.bit is None and _plans_faults(run_dir):
+        return ("no fault of the scenario was applied within the time limit (a longer "
+                "--time-limit lets its first fault start and end)")
+    return None
+
+
+def _plans_faults(run_dir: Path) -> bool:
+    """Whether the run's scenario has any fault to apply (timed steps or a nemesis)."""
+    faults = RunDir(run_dir).scenario_dict().get("faults")
+    return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
+
+
+def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
+    """Decide a run's verdict and record it in ``results.json``; returns the results.
+
+    Checks the history against its workload's model and the members' logs and status
+    polls against Raft's safety rules (``checker``: valid, anomalies), then decides
+    ``verdict`` (``valid``, ``invalid`` or ``unknown``) and ``verdict_reason``: a valid
+    run cut short, or one that says little (:func:`weakness`), is ``unknown``. Records the
+    faults' ``evidence`` and ``notes`` (a cluster that never recovered). Works on partial
+    runs too. A run file
+    that cannot be read as what it should be raises :class:`lab.store.StoreError`
+    (``FILE:LINE: ...``; the history's own problems as its subclass
+    :class:`lab.checker.HistoryError`)."""
+    run = RunDir(run_dir)
+    scenario = run.scenario_dict(strict=True)
+    stored = run.read_results(strict=True)
+    results: dict[str, Any] = (dict(stored.data) if stored is not None
+                               else {"partial": True, "exit_reason": "no results.json"})
+    try:
+        model, options = checker_options(scenario)
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(run.scenario_path, None, "cannot tell the checker's model from "
+                         f"its workload (missing or bad: {e})") from None
+    t0 = time.monotonic()
+    outcome = check_history(load_history(run.history_path), model,
+                            time_limit=time_limit, options=options)
+    system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
+    split = leader_safety(system.leader_claims(run.nodes_dir) or [])
+    if system.status_term_is_current:
+        logged = {a["term"] for a in split}
+        split += [a for a in election_safety(run.read_cluster().objects)
+                  if a["term"] not in logged]
+    double = vote_safety(system.votes(run.nodes_dir) or [])
+    lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
+    found = []
+    if split:
+        terms = ", ".join(str(a["term"]) for a in split)
+        found.append(f"two leaders in one term (term {terms}), by the members' logs or "
+                     "status polls")
+    if double:
+        found.append("a member voted twice in one term (" + ", ".join(
+            f"{a['member']} in term {a['term']}" for a in double) + "), by its own log")
+    if lost:
+        found.append("a leader's log contradicts a committed entry (" + ", ".join(
+            f"{a['member']}" + (f" at index {a['index']}" if a["index"] is not None else "")
+            for a in lost) + "), by the members' logs")
+    if found:
+        what = "; ".join(found)
+        outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
+        outcome.valid = False
+        outcome.anomalies = [*split, *double, *lost, *outcome.anomalies]
+    results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
+    verdict, reason = outcome.verdict, outcome.reason
+    try:
+        weak = weakness(run_dir, results)
+    except Exception as e:  # the evidence is ours to get right; never lose the verdict
+        log.exception("gathering the faults' evidence failed")
+        weak = f"could not tell whether the faults bit ({type(e).__name__}: {e})"
+    if verdict == "valid" and results.get("partial"):
+        # A cut-short run proves nothing good, though it can prove bad.
+        verdict, reason = "unknown", f"the run ended early ({results.get('exit_reason')})"
+    elif verdict == "valid" and weak:
+        verdict, reason = "unknown", weak
+    results["verdict_reason"] = reason
+    results["verdict"] = verdict
+    run.write_results(results)
+    return results
+
+
+# --------------------------------------------------------------------------- did the faults bite?
 
 NS = 1_000_000_000
 DIP_RATIO = 0.5  # throughput below this share of the fault-free rate is a dip
@@ -198,8 +359,10 @@ class Facts:
     unrecovered: list[Impact] = field(default_factory=list)  # faults never recovered from
 
 
-def analyse(run: RunData) -> Facts:
-    """Everything the page says about availability and the faults."""
+def analyse_faults(run: RunData) -> Facts:
+    """What the faults did, one :class:`Impact` each, whether they bit (:class:`Bite`), and
+    the availability figures around them: everything the verdict's evidence and the
+    report's page say about the faults."""
     tl = Timeline.of(run)
     cv = ClusterView.of(run.polls)
     members = _members(run)

@@ -22,14 +22,17 @@ import trio
 
 from lab import procs
 from lab.cliargs import Parser, number, one_of, whole_number
+from lab.console import say
 from lab.exitcode import ExitCode
 from lab.paths import REPORTS, ROOT, find_builtin
 from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, bugs_problem, spec
 from lab.systems.raftkv.cluster import RaftkvCluster
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
+def _say(text: str = "") -> None:
+    """Print a line of a command's progress or summary; a reader who has gone
+    (``raftlab run ... | head -1``) stops the printing, never the command."""
+    say(text)
 
 
 async def demo(size: int, base: Path) -> ExitCode:
@@ -121,13 +124,13 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     steps = len(plan.faults.schedule)
-    print(f"replaying {a.replay}: {steps} fault step{'s' * (steps != 1)} at their recorded "
-          f"offsets ({plan.skipped} skipped in the original, skipped again; offsets counted "
-          f"from {plan.origin_from}); {r.system}, {r.nodes} nodes, seed {r.seed}, "
-          f"{r.time_limit:g} s, {r.concurrency} clients at {r.rate:g} ops/s"
-          + (f", bugs: {', '.join(r.bugs)}" if r.bugs else "")
-          + (f"; leader {plan.faults.initial_leader} when the clients start, as recorded"
-             if plan.faults.initial_leader else ""), flush=True)
+    _say(f"replaying {a.replay}: {steps} fault step{'s' * (steps != 1)} at their recorded "
+         f"offsets ({plan.skipped} skipped in the original, skipped again; offsets counted "
+         f"from {plan.origin_from}); {r.system}, {r.nodes} nodes, seed {r.seed}, "
+         f"{r.time_limit:g} s, {r.concurrency} clients at {r.rate:g} ops/s"
+         + (f", bugs: {', '.join(r.bugs)}" if r.bugs else "")
+         + (f"; leader {plan.faults.initial_leader} when the clients start, as recorded"
+            if plan.faults.initial_leader else ""))
     opts = RunOptions(nodes=r.nodes, time_limit=r.time_limit, seed=r.seed,
                       concurrency=r.concurrency, rate=r.rate, bugs=r.bugs,
                       toxiproxy=a.toxiproxy, out=a.out, system=r.system,
@@ -137,33 +140,33 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
 
 
 def _say_run(run_dir: Path, results: dict[str, Any], out: Path) -> ExitCode:
-    print()
+    _say()
     counts = results.get("counts", {})
-    print(f"history: {results.get('events', 0)} events (ok {counts.get('ok', 0)}, "
-          f"fail {counts.get('fail', 0)}, info {counts.get('info', 0)}); "
-          f"proxy: {results.get('proxy')}; nothing left behind: "
-          f"{results.get('nothing_left_behind')}")
+    _say(f"history: {results.get('events', 0)} events (ok {counts.get('ok', 0)}, "
+         f"fail {counts.get('fail', 0)}, info {counts.get('info', 0)}); "
+         f"proxy: {results.get('proxy')}; nothing left behind: "
+         f"{results.get('nothing_left_behind')}")
     if results.get("exit_reason") != "completed":
-        print(f"run ended early: {results.get('exit_reason')}")
+        _say(f"run ended early: {results.get('exit_reason')}")
     return _check_and_say(run_dir, index_root=out)
 
 
 def _check_and_say(run_dir: Path, index_root: Path | None = None) -> ExitCode:
     from lab.run import check_run
 
-    print("checking the history ...", flush=True)
+    _say("checking the history ...")
     results = check_run(run_dir)
     checker = results.get("checker", {})
     for anomaly in checker.get("anomalies", [])[:5]:
         text = str(anomaly.get("explanation", anomaly.get("type", ""))).strip()
-        print("  " + text.replace("\n", "\n  "))
-    print(f"run directory: {run_dir}")
-    print(_render_report(run_dir))
+        _say("  " + text.replace("\n", "\n  "))
+    _say(f"run directory: {run_dir}")
+    _say(_render_report(run_dir))
     _render_index(index_root, run_dir)
     verdict = str(results.get("verdict"))
-    print(f"verdict: {verdict} ({results.get('verdict_reason')})")
+    _say(f"verdict: {verdict} ({results.get('verdict_reason')})")
     for note in results.get("notes") or []:
-        print(f"note: {note}")
+        _say(f"note: {note}")
     return ExitCode.for_verdict(verdict)
 
 

@@ -397,6 +397,11 @@ _FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initi
                "system_options",
                "timing")
 _STEP_KEYS = ("at", "action", "target", "for")
+#: Every key a schedule step may have, in a fixed order (the step's own keys, then the
+#: actions' parameters as :data:`ACTION_PARAMS` lists them), so that an unknown key's
+#: error lists them the same way every run.
+_STEP_AND_PARAM_KEYS = (*_STEP_KEYS,
+                        *dict.fromkeys(k for p in ACTION_PARAMS.values() for k in p))
 _RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
 
 
@@ -511,8 +516,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     if "schedule" in m:
         for item in doc.seq(m["schedule"][1], "schedule"):
             sm = doc.mapping(item, "a schedule step")
-            doc.check_keys(sm, (*_STEP_KEYS, *{k for p in ACTION_PARAMS.values() for k in p}),
-                           ("at", "action"), "a schedule step", item)
+            doc.check_keys(sm, _STEP_AND_PARAM_KEYS, ("at", "action"), "a schedule step", item)
             action = doc.one_of(sm["action"][1], ACTIONS, "action")
             at = doc.duration(sm["at"][1], "at")
             dur = doc.duration(sm["for"][1], "for") if "for" in sm else None
@@ -521,8 +525,9 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
                                              "no 'for'")
             end = at + (dur or 0.0)
             if limit is not None and end > limit:
-                raise doc.fail(sm["at"][1], f"step ends at {end:g}s, past the time limit of "
-                                            f"{limit:g}s")
+                when = "starts" if dur is None else "ends"  # a step without 'for' has no end
+                raise doc.fail(sm["at"][1], f"step {when} at {end:g}s, past the time limit "
+                                            f"of {limit:g}s")
             if "target" in sm and action in UNTARGETED:
                 raise doc.fail(sm["target"][0], f"action '{action}' takes no target")
             target = _target(doc, sm["target"][1], "target") if "target" in sm else ()

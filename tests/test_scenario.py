@@ -97,6 +97,24 @@ FAULT_ERRORS = [
     ("""\
      name: x
      description: y
+     time_limit: 10s
+     schedule:
+       - at: 11s
+         action: kill
+     """, 5, "step starts at 11s, past the time limit of 10s"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: kill
+         targte: leader
+     """, 6, "unknown key 'targte' in a schedule step (expected one of: at, action, target, "
+             "for, to, ms, jitter, links, sites, site, rate, average_size, size_variation, "
+             "delay_us, timeout)"),
+    ("""\
+     name: x
+     description: y
      schedule:
        - at: 1s
          action: kill

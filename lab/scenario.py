@@ -261,25 +261,26 @@ class YamlDoc:
         return lo, hi
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h)")
+#: A duration written as a string: a number of seconds (``10``, ``2.5``) or numbers with
+#: units (``500ms``, ``1m30s``), maybe with spaces or tabs around. One pattern for the
+#: loader (:func:`parse_duration`) and the JSON Schema (:func:`json_schema`): it means
+#: the same in Python's and in JSON Schema's (ECMA-262) regular expressions.
+DURATION_TEXT = rf"[ \t]*(?:{_NUMBER}|(?:{_NUMBER}(?:ms|s|m|h))+)[ \t]*"
 
 
 def parse_duration(v: Any) -> float | None:
     """Seconds from ``10``, ``2.5``, ``500ms``, ``10s``, ``2m``, ``1m30s``; None if invalid."""
     if type(v) in (int, float):
         return float(v) if math.isfinite(v) and v >= 0 else None
-    if not isinstance(v, str):
+    if not isinstance(v, str) or not re.fullmatch(DURATION_TEXT, v):
         return None
-    text = v.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    text = v.strip(" \t")
+    if re.fullmatch(_NUMBER, text):
         return float(text)
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            return None
-        total += float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        pos = m.end()
-    return total if pos == len(text) and pos > 0 else None
+    return sum(float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+               for m in _DURATION_PART.finditer(text))
 
 
 def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
@@ -696,7 +697,7 @@ def iter_builtin(folder: Path) -> Iterator[Path]:
 def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of both file kinds, for editors."""
     duration = {"oneOf": [{"type": "number", "minimum": 0},
-                          {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h))+$"}]}
+                          {"type": "string", "pattern": f"^{DURATION_TEXT}$"}]}
     target: dict[str, Any] = {"oneOf": [
         {"type": "string", "pattern": _NODE_ID.pattern},
         {"enum": list(TARGETS)},

@@ -307,8 +307,9 @@ def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
 
 # --------------------------------------------------------------------------- workloads
 
-_WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
-                  "values", "txn", "accounts", "total", "max_transfer", "final", "connections")
+#: The top-level keys of a workload file, in the documented order.
+WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
+                 "values", "txn", "accounts", "total", "max_transfer", "final", "connections")
 #: How client workers reach the members: ``shared`` connections for all workers of a run
 #: (requests of one scheduling round leave together), or a connection ``per-client``
 #: worker of its own (as raftkv's own load generator does).
@@ -318,7 +319,7 @@ CONNECTIONS = ("shared", "per-client")
 def load_workload(path: Path) -> Workload:
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a workload")
-    doc.check_keys(m, _WORKLOAD_KEYS, ("name", "description", "model"), "a workload", root)
+    doc.check_keys(m, WORKLOAD_KEYS, ("name", "description", "model"), "a workload", root)
 
     def get(key: str) -> yaml.Node:
         return m[key][1]
@@ -394,9 +395,9 @@ def load_workload(path: Path) -> Workload:
 
 # --------------------------------------------------------------------------- fault scenarios
 
-_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader",
-               "system_options",
-               "timing")
+#: The top-level keys of a fault-scenario file, in the documented order.
+FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader",
+              "system_options", "timing")
 _STEP_KEYS = ("at", "action", "target", "for")
 #: Every key a schedule step may have, in a fixed order (the step's own keys, then the
 #: actions' parameters as :data:`ACTION_PARAMS` lists them), so that an unknown key's
@@ -508,7 +509,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     every step must fit inside whichever applies."""
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a fault scenario")
-    doc.check_keys(m, _FAULT_KEYS, ("name", "description"), "a fault scenario", root)
+    doc.check_keys(m, FAULT_KEYS, ("name", "description"), "a fault scenario", root)
     own_limit = doc.duration(m["time_limit"][1], "time_limit") if "time_limit" in m else None
     if own_limit is not None and own_limit <= 0:
         raise doc.fail(m["time_limit"][1], "time_limit must be more than zero")

@@ -22,14 +22,17 @@ import trio
 
 from lab import procs
 from lab.cliargs import Parser, number, one_of, whole_number
+from lab.console import say
 from lab.exitcode import ExitCode
 from lab.paths import REPORTS, ROOT, find_builtin
 from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, bugs_problem, spec
 from lab.systems.raftkv.cluster import RaftkvCluster
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
+def _say(text: str = "") -> None:
+    """Print a line of a command's progress or summary; a reader who has gone
+    (``raftlab run ... | head -1``) stops the printing, never the command."""
+    say(text)
 
 
 async def demo(size: int, base: Path) -> ExitCode:
@@ -121,13 +124,13 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     steps = len(plan.faults.schedule)
-    print(f"replaying {a.replay}: {steps} fault step{'s' * (steps != 1)} at their recorded "
-          f"offsets ({plan.skipped} skipped in the original, skipped again; offsets counted "
-          f"from {plan.origin_from}); {r.system}, {r.nodes} nodes, seed {r.seed}, "
-          f"{r.time_limit:g} s, {r.concurrency} clients at {r.rate:g} ops/s"
-          + (f", bugs: {', '.join(r.bugs)}" if r.bugs else "")
-          + (f"; leader {plan.faults.initial_leader} when the clients start, as recorded"
-             if plan.faults.initial_leader else ""), flush=True)
+    _say(f"replaying {a.replay}: {steps} fault step{'s' * (steps != 1)} at their recorded "
+         f"offsets ({plan.skipped} skipped in the original, skipped again; offsets counted "
+         f"from {plan.origin_from}); {r.system}, {r.nodes} nodes, seed {r.seed}, "
+         f"{r.time_limit:g} s, {r.concurrency} clients at {r.rate:g} ops/s"
+         + (f", bugs: {', '.join(r.bugs)}" if r.bugs else "")
+         + (f"; leader {plan.faults.initial_leader} when the clients start, as recorded"
+            if plan.faults.initial_leader else ""))
     opts = RunOptions(nodes=r.nodes, time_limit=r.time_limit, seed=r.seed,
                       concurrency=r.concurrency, rate=r.rate, bugs=r.bugs,
                       toxiproxy=a.toxiproxy, out=a.out, system=r.system,
@@ -137,33 +140,33 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
 
 
 def _say_run(run_dir: Path, results: dict[str, Any], out: Path) -> ExitCode:
-    print()
+    _say()
     counts = results.get("counts", {})
-    print(f"history: {results.get('events', 0)} events (ok {counts.get('ok', 0)}, "
-          f"fail {counts.get('fail', 0)}, info {counts.get('info', 0)}); "
-          f"proxy: {results.get('proxy')}; nothing left behind: "
-          f"{results.get('nothing_left_behind')}")
+    _say(f"history: {results.get('events', 0)} events (ok {counts.get('ok', 0)}, "
+         f"fail {counts.get('fail', 0)}, info {counts.get('info', 0)}); "
+         f"proxy: {results.get('proxy')}; nothing left behind: "
+         f"{results.get('nothing_left_behind')}")
     if results.get("exit_reason") != "completed":
-        print(f"run ended early: {results.get('exit_reason')}")
+        _say(f"run ended early: {results.get('exit_reason')}")
     return _check_and_say(run_dir, index_root=out)
 
 
 def _check_and_say(run_dir: Path, index_root: Path | None = None) -> ExitCode:
     from lab.verdict import decide
 
-    print("checking the history ...", flush=True)
+    _say("checking the history ...")
     results = decide(run_dir)
     checker = results.get("checker", {})
     for anomaly in checker.get("anomalies", [])[:5]:
         text = str(anomaly.get("explanation", anomaly.get("type", ""))).strip()
-        print("  " + text.replace("\n", "\n  "))
-    print(f"run directory: {run_dir}")
-    print(_render_report(run_dir))
+        _say("  " + text.replace("\n", "\n  "))
+    _say(f"run directory: {run_dir}")
+    _say(_render_report(run_dir))
     _render_index(index_root, run_dir)
     verdict = str(results.get("verdict"))
-    print(f"verdict: {verdict} ({results.get('verdict_reason')})")
+    _say(f"verdict: {verdict} ({results.get('verdict_reason')})")
     for note in results.get("notes") or []:
-        print(f"note: {note}")
+        _say(f"note: {note}")
     return ExitCode.for_verdict(verdict)
 
 
@@ -269,6 +272,89 @@ def cmd_list() -> ExitCode:
         print()
     return ExitCode.VALID
 
+
+
+def cmd_validate(a: argparse.Namespace, argv: list[str]) -> ExitCode:
+    """``raftlab validate FILE...``: check each file as ``raftlab run`` (a suite: as
+    ``raftlab nightly``) would before starting anything, and run nothing."""
+    from lab.scenario import ScenarioError
+    from lab.systems import preflight
+
+    code = ExitCode.VALID
+    # Why the system cannot run here at all, whatever the files say: said once.
+    unavailable = preflight(a.system)
+    if unavailable:
+        print(f"raftlab: {unavailable}", file=sys.stderr)
+        code = ExitCode.BAD_INPUT
+    for name in a.files:
+        try:
+            path, what = _validate_file(name, a.nodes, a.time_limit, a.system, unavailable)
+        except ScenarioError as e:
+            print(f"raftlab: {e}", file=sys.stderr)
+            code = ExitCode.BAD_INPUT
+        else:
+            _say(f"{path}: ok ({what})")
+    return code
+
+
+def _file_kind(keys: list[str]) -> str:
+    """Which file a mapping with these top-level keys is meant to be: ``workload``,
+    ``faults`` or ``suite``, the kind it has most keys of its own of (none: a fault
+    scenario, as a bare name and description is the one without faults). Its loader then
+    says what is wrong with it, e.g. ``unknown key 'x' in a workload``."""
+    from lab.scenario import FAULT_KEYS, WORKLOAD_KEYS
+    from lab.suite import SUITE_KEYS
+
+    kinds = {"workload": WORKLOAD_KEYS, "faults": FAULT_KEYS, "suite": SUITE_KEYS}
+    own = {kind: sum(k in ks and not any(k in other for o, other in kinds.items() if o != kind)
+                     for k in keys)
+           for kind, ks in kinds.items()}
+    best = max(own.values())
+    return "faults" if best == 0 else next(k for k, n in own.items() if n == best)
+
+
+def _validate_file(name: str, nodes: int, time_limit: float | None, system: str,
+                   unavailable: str | None) -> tuple[str, str]:
+    """Check one file as ``raftlab run`` would (a suite as ``raftlab nightly`` would):
+    its path and what it is, or ScenarioError (``FILE:LINE: ...``). A preflight problem
+    that is ``unavailable`` (the system's own, not the file's) is left out."""
+    from lab.paths import SUITES
+    from lab.scenario import (
+        ScenarioError,
+        check_members,
+        compose_yaml,
+        load_faults,
+        load_workload,
+    )
+    from lab.systems import preflight, to_ms
+
+    path = Path(name)
+    if not path.exists():  # a built-in one by name, as 'raftlab run' and 'nightly' take
+        path = next((p for p in (find_builtin(name, "workloads"), find_builtin(name, "faults"),
+                                 SUITES / f"{name}.yaml") if p.exists()), path)
+    doc, root = compose_yaml(path)
+    m = doc.mapping(root, "a workload, fault scenario or suite file")
+    kind = _file_kind(list(m))
+    if kind == "suite":
+        from lab.suite import load_suite
+
+        suite = load_suite(path)
+        runs = len(suite.cells)
+        return str(path), f"suite '{suite.name}', {runs} run{'s' * (runs != 1)}"
+    if kind == "workload":
+        w = load_workload(path)
+        why = preflight(system, w.model)
+        if why and why != unavailable:
+            raise doc.fail(m["model"][1], why)
+        return str(path), f"workload '{w.name}', model {w.model}"
+    f = load_faults(path, time_limit)
+    check_members(f, nodes)
+    why = preflight(system, None, (), to_ms(f.election_timeout), to_ms(f.heartbeat))
+    if why and why != unavailable:
+        raise ScenarioError(f.path, f.timing_line or 1, why)
+    steps = len(f.schedule)
+    return str(path), (f"fault scenario '{f.name}', {steps} step{'s' * (steps != 1)}, "
+                       f"random: {'yes' if f.random else 'no'}")
 
 
 def cmd_schema() -> ExitCode:
@@ -424,6 +510,43 @@ examples:
     r.set_defaults(func=cmd_run)
 
 
+def _add_validate(sub: Any) -> None:
+    v = sub.add_parser(
+        "validate", help="check workload, fault-scenario and suite files without running them",
+        description="""\
+Check workload, fault-scenario and suite files without running anything: each file is
+recognised by its keys and checked exactly as 'raftlab run' would check it before
+starting (a suite as 'raftlab nightly' would): every key and value, the fault steps
+against the time limit and the cluster size, and whether the system under test can run
+the workload's model and the scenario's timing. Each file gets one line: 'FILE: ok
+(...)' on stdout, or the error 'raftlab: FILE:LINE: ...' on stderr.""",
+        epilog="""\
+exit codes:
+  0  every file is valid
+  2  some file is not (or the system cannot run here), said in one line each
+
+examples:
+  raftlab validate faults/my-scenario.yaml
+  raftlab validate workloads/*.yaml faults/*.yaml --nodes 3
+  raftlab validate faults/my-scenario.yaml --time-limit 30 --system etcd""")
+    v.add_argument("files", nargs="+", metavar="FILE",
+                   help="a workload, fault-scenario or suite file, or a built-in one by name")
+    v.add_argument("--nodes", type=whole_number(1, 9), default=RUN_DEFAULTS["nodes"],
+                   metavar="N", help="the cluster size the fault scenarios must fit, 1 to 9, "
+                                     "as 'raftlab run --nodes' (default: %(default)s; "
+                                     "suites say their own)")
+    v.add_argument("--time-limit", type=number(0, above=True, what="a number of seconds"),
+                   default=None, metavar="SECONDS",
+                   help="the time limit the fault steps must fit, as 'raftlab run "
+                        "--time-limit' (default: each file's own; suites say their own)")
+    v.add_argument("--system", type=one_of(SYSTEMS, "system"), default=DEFAULT_SYSTEM,
+                   metavar="SYSTEM",
+                   help=f"the system under test that must run the workloads' models and "
+                        f"the scenarios' timing: {', '.join(SYSTEMS)} (default: "
+                        f"%(default)s; suites say their own)")
+    v.set_defaults(func=cmd_validate)
+
+
 def _add_checking(sub: Any) -> None:
     an = sub.add_parser(
         "analyze", help="check a stored run again and update its results.json",
@@ -572,6 +695,7 @@ Start with 'raftlab list', then 'raftlab run'; 'raftlab COMMAND --help' says mor
     _add_checking(sub)
     _add_reports(sub)
     _add_suites(sub)
+    _add_validate(sub)
     sub.add_parser("schema", help="print a JSON Schema of workload and fault files",
                    description="Print a JSON Schema of workload and fault-scenario files "
                                "on stdout, for editors."

@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from lab import procs
+from lab.console import say
 from lab.fastjson import dumps
 from lab.history import History
 from lab.nemesis import Nemesis
@@ -386,9 +387,9 @@ class Experiment:
                     f"info {h.counts['info']} | leader {observer.leader or '-'} "
                     f"(term {observer.term}) | faults: {faults or 'none'}")
             if live:
-                print("\r" + line[:160].ljust(160), end="", flush=True)
+                say("\r" + line[:160].ljust(160), end="")
             elif now - last_plain >= 5:
-                print(line, flush=True)
+                say(line)
                 last_plain = now
 
     # ------------------------------------------------------------------ results
@@ -452,5 +453,5 @@ def to_plain_data(v: Any) -> Any:
 async def run_experiment(workload: Workload, faults: FaultScenario, opts: RunOptions
                          ) -> tuple[Path, dict[str, Any]]:
     exp = Experiment(workload, faults, opts)
-    print(f"run directory: {exp.dir}", flush=True)
+    say(f"run directory: {exp.dir}")
     return exp.dir, await exp.run()

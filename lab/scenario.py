@@ -261,25 +261,26 @@ class YamlDoc:
         return lo, hi
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h)")
+#: A duration written as a string: a number of seconds (``10``, ``2.5``) or numbers with
+#: units (``500ms``, ``1m30s``), maybe with spaces or tabs around. One pattern for the
+#: loader (:func:`parse_duration`) and the JSON Schema (:func:`json_schema`): it means
+#: the same in Python's and in JSON Schema's (ECMA-262) regular expressions.
+DURATION_TEXT = rf"[ \t]*(?:{_NUMBER}|(?:{_NUMBER}(?:ms|s|m|h))+)[ \t]*"
 
 
 def parse_duration(v: Any) -> float | None:
     """Seconds from ``10``, ``2.5``, ``500ms``, ``10s``, ``2m``, ``1m30s``; None if invalid."""
     if type(v) in (int, float):
         return float(v) if math.isfinite(v) and v >= 0 else None
-    if not isinstance(v, str):
+    if not isinstance(v, str) or not re.fullmatch(DURATION_TEXT, v):
         return None
-    text = v.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    text = v.strip(" \t")
+    if re.fullmatch(_NUMBER, text):
         return float(text)
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            return None
-        total += float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        pos = m.end()
-    return total if pos == len(text) and pos > 0 else None
+    return sum(float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+               for m in _DURATION_PART.finditer(text))
 
 
 def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
@@ -306,8 +307,9 @@ def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
 
 # --------------------------------------------------------------------------- workloads
 
-_WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
-                  "values", "txn", "accounts", "total", "max_transfer", "final", "connections")
+#: The top-level keys of a workload file, in the documented order.
+WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
+                 "values", "txn", "accounts", "total", "max_transfer", "final", "connections")
 #: How client workers reach the members: ``shared`` connections for all workers of a run
 #: (requests of one scheduling round leave together), or a connection ``per-client``
 #: worker of its own (as raftkv's own load generator does).
@@ -317,7 +319,7 @@ CONNECTIONS = ("shared", "per-client")
 def load_workload(path: Path) -> Workload:
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a workload")
-    doc.check_keys(m, _WORKLOAD_KEYS, ("name", "description", "model"), "a workload", root)
+    doc.check_keys(m, WORKLOAD_KEYS, ("name", "description", "model"), "a workload", root)
 
     def get(key: str) -> yaml.Node:
         return m[key][1]
@@ -393,10 +395,15 @@ def load_workload(path: Path) -> Workload:
 
 # --------------------------------------------------------------------------- fault scenarios
 
-_FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader",
-               "system_options",
-               "timing")
+#: The top-level keys of a fault-scenario file, in the documented order.
+FAULT_KEYS = ("name", "description", "time_limit", "schedule", "random", "initial_leader",
+              "system_options", "timing")
 _STEP_KEYS = ("at", "action", "target", "for")
+#: Every key a schedule step may have, in a fixed order (the step's own keys, then the
+#: actions' parameters as :data:`ACTION_PARAMS` lists them), so that an unknown key's
+#: error lists them the same way every run.
+_STEP_AND_PARAM_KEYS = (*_STEP_KEYS,
+                        *dict.fromkeys(k for p in ACTION_PARAMS.values() for k in p))
 _RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
 
 
@@ -502,7 +509,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     every step must fit inside whichever applies."""
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a fault scenario")
-    doc.check_keys(m, _FAULT_KEYS, ("name", "description"), "a fault scenario", root)
+    doc.check_keys(m, FAULT_KEYS, ("name", "description"), "a fault scenario", root)
     own_limit = doc.duration(m["time_limit"][1], "time_limit") if "time_limit" in m else None
     if own_limit is not None and own_limit <= 0:
         raise doc.fail(m["time_limit"][1], "time_limit must be more than zero")
@@ -511,8 +518,7 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
     if "schedule" in m:
         for item in doc.seq(m["schedule"][1], "schedule"):
             sm = doc.mapping(item, "a schedule step")
-            doc.check_keys(sm, (*_STEP_KEYS, *{k for p in ACTION_PARAMS.values() for k in p}),
-                           ("at", "action"), "a schedule step", item)
+            doc.check_keys(sm, _STEP_AND_PARAM_KEYS, ("at", "action"), "a schedule step", item)
             action = doc.one_of(sm["action"][1], ACTIONS, "action")
             at = doc.duration(sm["at"][1], "at")
             dur = doc.duration(sm["for"][1], "for") if "for" in sm else None
@@ -521,8 +527,9 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
                                              "no 'for'")
             end = at + (dur or 0.0)
             if limit is not None and end > limit:
-                raise doc.fail(sm["at"][1], f"step ends at {end:g}s, past the time limit of "
-                                            f"{limit:g}s")
+                when = "starts" if dur is None else "ends"  # a step without 'for' has no end
+                raise doc.fail(sm["at"][1], f"step {when} at {end:g}s, past the time limit "
+                                            f"of {limit:g}s")
             if "target" in sm and action in UNTARGETED:
                 raise doc.fail(sm["target"][0], f"action '{action}' takes no target")
             target = _target(doc, sm["target"][1], "target") if "target" in sm else ()
@@ -687,7 +694,7 @@ def check_members(f: FaultScenario, nodes: int) -> None:
 def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of both file kinds, for editors."""
     duration = {"oneOf": [{"type": "number", "minimum": 0},
-                          {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h))+$"}]}
+                          {"type": "string", "pattern": f"^{DURATION_TEXT}$"}]}
     target: dict[str, Any] = {"oneOf": [
         {"type": "string", "pattern": _NODE_ID.pattern},
         {"enum": list(TARGETS)},

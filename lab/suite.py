@@ -44,8 +44,9 @@ from lab.scenario import ScenarioError, YamlDoc, compose_yaml
 from lab.store import RunDir
 
 CATEGORIES = ("valid", "anomaly", "unknown", "harness error", "skipped")
-_KEYS = ("name", "description", "budget", "time_limit", "nodes", "systems", "workloads",
-         "faults", "pairs", "seeds", "bugs", "concurrency")
+#: The top-level keys of a suite file, in the documented order.
+SUITE_KEYS = ("name", "description", "budget", "time_limit", "nodes", "systems", "workloads",
+              "faults", "pairs", "seeds", "bugs", "concurrency")
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def load_suite(path: Path) -> Suite:
 
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a suite")
-    doc.check_keys(m, _KEYS, ("name", "description"), "a suite", root)
+    doc.check_keys(m, SUITE_KEYS, ("name", "description"), "a suite", root)
 
     def opt(key: str, conv: Callable[[yaml.Node, str], Any], default: Any) -> Any:
         return conv(m[key][1], key) if key in m else default

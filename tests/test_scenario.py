@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -61,6 +62,34 @@ def test_parse_duration(text: object, expected: float | None) -> None:
     assert parse_duration(text) == expected
 
 
+def _schema_takes_duration(text: str) -> bool:
+    """Whether ``raftlab schema`` takes ``text`` as a duration (its string pattern)."""
+    duration = json_schema()["$defs"]["faults"]["properties"]["time_limit"]
+    (as_string,) = [d for d in duration["oneOf"] if d["type"] == "string"]
+    return re.search(as_string["pattern"], text) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "10", "2.5", "0", "500ms", "10s", "1m30s", "1h2m3s4ms", "0.5s", " 10s", "10\t", "",
+    " ", "10 s", "1m 30s", "-1s", "s", "ms", "1x", "1s2", "1.s", ".5", "1e3", "1,5s", "10S",
+    "10ss", "\u0661s", "inf", "nan",
+])
+def test_the_schema_takes_the_duration_strings_the_loader_takes(text: str) -> None:
+    assert _schema_takes_duration(text) == (parse_duration(text) is not None), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.mhsx -\t", max_size=8))
+def test_the_schema_and_the_loader_agree_on_any_duration_string(text: str) -> None:
+    assert _schema_takes_duration(text) == (parse_duration(text) is not None), text
+
+
+def test_a_quoted_number_is_a_duration_for_the_loader_and_the_schema(tmp_path: Path) -> None:
+    p = write(tmp_path, 'name: x\ndescription: y\ntime_limit: "10"\n')
+    assert load_faults(p).time_limit == 10.0
+    assert _schema_takes_duration("10")
+
+
 FAULT_ERRORS = [
     ("""\
      name: x
@@ -94,6 +123,24 @@ FAULT_ERRORS = [
          action: kill
          for: 5s
      """, 5, "step ends at 13s, past the time limit of 10s"),
+    ("""\
+     name: x
+     description: y
+     time_limit: 10s
+     schedule:
+       - at: 11s
+         action: kill
+     """, 5, "step starts at 11s, past the time limit of 10s"),
+    ("""\
+     name: x
+     description: y
+     schedule:
+       - at: 1s
+         action: kill
+         targte: leader
+     """, 6, "unknown key 'targte' in a schedule step (expected one of: at, action, target, "
+             "for, to, ms, jitter, links, sites, site, rate, average_size, size_variation, "
+             "delay_us, timeout)"),
     ("""\
      name: x
      description: y

@@ -25,6 +25,7 @@ from lab.cliargs import Parser, number, one_of, whole_number
 from lab.console import say
 from lab.exitcode import ExitCode
 from lab.paths import REPORTS, ROOT, find_builtin
+from lab.scenario import DEFAULT_TIME_LIMIT
 from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, bugs_problem, spec
 from lab.systems.raftkv.cluster import RaftkvCluster
 
@@ -79,7 +80,13 @@ async def demo(size: int, base: Path) -> ExitCode:
 
 def cmd_run(a: argparse.Namespace, argv: list[str]) -> ExitCode:
     from lab.run import RunOptions, run_experiment
-    from lab.scenario import ScenarioError, check_members, load_faults, load_workload
+    from lab.scenario import (
+        DEFAULT_TIME_LIMIT,
+        ScenarioError,
+        check_members,
+        load_faults,
+        load_workload,
+    )
 
     if a.replay is not None:
         return cmd_replay(a, argv)
@@ -98,7 +105,7 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> ExitCode:
         print(f"raftlab: {why_not}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     limit = a.time_limit if a.time_limit is not None else (
-        faults.time_limit if faults.time_limit is not None else 60.0)
+        faults.time_limit if faults.time_limit is not None else DEFAULT_TIME_LIMIT)
     opts = RunOptions(nodes=a.nodes, time_limit=limit, seed=a.seed, concurrency=a.concurrency,
                       rate=a.rate, bugs=tuple(a.bug), toxiproxy=a.toxiproxy, out=a.out,
                       system=a.system, command=["raftlab", *argv])
@@ -482,7 +489,8 @@ examples:
                    help=f"cluster size, 1 to 9 (default: {RUN_DEFAULTS['nodes']})")
     r.add_argument("--time-limit", type=number(0, above=True, what="a number of seconds"),
                    default=None, metavar="SECONDS",
-                   help="how long clients and nemesis run (default: the fault file's, or 60)")
+                   help="how long clients and nemesis run (default: the fault file's, or "
+                        f"{DEFAULT_TIME_LIMIT:g})")
     r.add_argument("--seed", type=int, default=None, metavar="N",
                    help="seed of the operations and the random faults; the same seed gives "
                         f"the same operation stream (default: {RUN_DEFAULTS['seed']})")

@@ -33,7 +33,7 @@ from lab.fastjson import dumps
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
-from lab.scenario import FaultScenario, Workload
+from lab.scenario import DEFAULT_TIME_LIMIT, FaultScenario, Workload
 from lab.store import RunDir
 from lab.systems import (
     DEFAULT_SYSTEM,
@@ -52,7 +52,7 @@ log = logging.getLogger("raftlab")
 @dataclass
 class RunOptions:
     nodes: int = 5
-    time_limit: float = 60.0
+    time_limit: float = DEFAULT_TIME_LIMIT
     seed: int = 0
     concurrency: int | None = None  # default: the workload's clients
     rate: float | None = None  # default: the workload's rate

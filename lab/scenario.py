@@ -504,16 +504,22 @@ def _params(doc: YamlDoc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
     return out
 
 
+#: A run's time limit (seconds) when neither ``--time-limit`` nor the fault file sets one.
+DEFAULT_TIME_LIMIT = 60.0
+
+
 def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
-    """Load a fault scenario. ``time_limit`` (the run's) overrides the file's own, and
-    every step must fit inside whichever applies."""
+    """Load a fault scenario. ``time_limit`` (the run's) overrides the file's own, which
+    overrides :data:`DEFAULT_TIME_LIMIT`, and every step must fit inside whichever
+    applies."""
     doc, root = compose_yaml(path)
     m = doc.mapping(root, "a fault scenario")
     doc.check_keys(m, FAULT_KEYS, ("name", "description"), "a fault scenario", root)
     own_limit = doc.duration(m["time_limit"][1], "time_limit") if "time_limit" in m else None
     if own_limit is not None and own_limit <= 0:
         raise doc.fail(m["time_limit"][1], "time_limit must be more than zero")
-    limit = time_limit if time_limit is not None else own_limit
+    limit = (time_limit if time_limit is not None else
+             own_limit if own_limit is not None else DEFAULT_TIME_LIMIT)
     steps: list[Step] = []
     if "schedule" in m:
         for item in doc.seq(m["schedule"][1], "schedule"):

@@ -488,3 +488,18 @@ def test_the_cli_refuses_a_bridge_on_two_nodes_with_exit_2(tmp_path: Path,
     assert err.strip().splitlines() == [
         f"raftlab: {p}:4: action 'bridge' needs at least 3 members (two sides and one member "
         "joining them), but the cluster has only 2 (run with --nodes 3 or more)"]
+
+
+def test_steps_must_fit_the_default_time_limit_too(tmp_path: Path) -> None:
+    """Without --time-limit or the file's own time_limit a run lasts
+    DEFAULT_TIME_LIMIT: a step past it would never fire, so it is bad input."""
+    from lab.scenario import DEFAULT_TIME_LIMIT
+
+    p = tmp_path / "late.yaml"
+    p.write_text("name: late\ndescription: d\nschedule:\n  - at: 90s\n    action: kill\n"
+                 "    target: leader\n")
+    with pytest.raises(ScenarioError) as e:
+        load_faults(p)
+    assert str(e.value) == (f"{p}:4: step starts at 90s, past the time limit of "
+                            f"{DEFAULT_TIME_LIMIT:g}s")
+    assert load_faults(p, time_limit=100).schedule[0].at == 90

@@ -317,7 +317,8 @@ async def amain(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"cells": {}, "api": {}}
     with child(_script("--serve"), tmp / "target.log") as target:
         target_port = int(_wait_line(tmp / "target.log", "PORT ", target))
-        async with open_toxiproxy(None, tmp, use_binary=False) as (client, kind):
+        async with open_toxiproxy(None, tmp / "toxiproxy.log", use_binary=False) as (client,
+                                                                               kind):
             assert client.server_pid is not None
             bench = Bench(args, tmp, client.server_pid)
             proxy = await client.create_proxy("bench", f"{HOST}:0", f"{HOST}:{target_port}")

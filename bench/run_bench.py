@@ -92,7 +92,8 @@ def raftkv_own_load(clients: int, duration: float, tmp: Path, *, proxied: bool,
 
             addr: Callable[[str], tuple[str, int]] = direct
             if proxied:
-                client, _kind = await stack.enter_async_context(open_toxiproxy(None, tmp))
+                client, _kind = await stack.enter_async_context(
+                    open_toxiproxy(None, Path(tmp) / "toxiproxy.log"))
                 net = await Network.create(client, {m.id: (m.peer, m.client)
                                                     for m in cluster.members.values()},
                                            listen=cluster.proxy_listen)

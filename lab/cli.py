@@ -26,6 +26,7 @@ from lab.console import say
 from lab.exitcode import ExitCode
 from lab.paths import REPORTS, ROOT, find_builtin
 from lab.scenario import DEFAULT_TIME_LIMIT
+from lab.store import RunDir
 from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, bugs_problem, spec
 from lab.systems.raftkv.cluster import RaftkvCluster
 
@@ -187,7 +188,7 @@ def _render_report(run_dir: Path) -> str:
         import traceback
 
         try:
-            with open(run_dir / "lab.log", "a", encoding="utf-8") as log:
+            with open(RunDir(run_dir).lab_log_path, "a", encoding="utf-8") as log:
                 log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR rendering the report "
                           f"failed\n{traceback.format_exc()}")
         except OSError:
@@ -206,7 +207,7 @@ def _render_index(root: Path | None, run_dir: Path) -> None:
         target = index_root_for(root)  # e.g. reports/nightly/<date> -> reports
         if target is None:  # another page is index.html there: leave it alone
             return
-        _, problem = render_index_safely(target, run_dir / "lab.log", run_dir)
+        _, problem = render_index_safely(target, RunDir(run_dir).lab_log_path, run_dir)
     except Exception as e:
         problem = f"{type(e).__name__}: {e}"
     if problem:

@@ -191,8 +191,8 @@ class Experiment:
                 async with trio.open_nursery() as guard:
                     guard.start_soon(self._watch_signals, signals, guard.cancel_scope)
                     try:
-                        async with open_toxiproxy(self.opts.toxiproxy, self.dir) as (client,
-                                                                                     kind):
+                        async with open_toxiproxy(self.opts.toxiproxy,
+                                                  rd.toxiproxy_log_path) as (client, kind):
                             self.proxy_kind = kind
                             proxy_pid = getattr(client, "server_pid", None)
                             log.info("proxy server: %s", kind)

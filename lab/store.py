@@ -43,6 +43,7 @@ from lab.scenario import (
     compose_yaml,
     parse_system_options,
 )
+from lab.systems.types import NODE_LOG as NODE_LOG
 
 SCENARIO = "scenario.yaml"
 HISTORY = "history.jsonl"
@@ -54,7 +55,6 @@ PAGE = "index.html"
 LAB_LOG = "lab.log"
 TOXIPROXY_LOG = "toxiproxy.log"
 NODES = "nodes"
-NODE_LOG = "node.log"
 
 #: A directory holding any of these is a run (a run killed early may have only one).
 CORE_FILES = (RESULTS, SCENARIO, HISTORY)

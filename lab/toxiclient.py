@@ -374,7 +374,7 @@ async def _stop_child(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None
 @asynccontextmanager
 async def open_toxiproxy(
     addr: str | None,
-    workdir: Path | str,
+    log_path: Path | str,
     *,
     use_binary: bool = True,
     startup_timeout: float = 10.0,
@@ -387,14 +387,14 @@ async def open_toxiproxy(
     3. the built-in server, ``python -m lab.toxiproxy``, started the same way
        (``"built-in"``).
 
-    Children log to ``workdir/toxiproxy.log``, run in their own process group and die
+    Children log to ``log_path``, run in their own process group and die
     with the lab (parent-death signal). Startup waits at most ``startup_timeout`` seconds
     for ``GET /version`` to answer, then fails with :class:`ToxiproxyUnavailable` naming
     the address and the end of the log. On the way out the child is stopped (SIGTERM,
     then SIGKILL) and reaped; an external server is never stopped, but the proxies this
     client created on it are deleted.
     """
-    workdir = Path(workdir)
+    log_path = Path(log_path)
     if addr is not None:
         client = ToxiproxyClient(addr)
         try:
@@ -413,7 +413,6 @@ async def open_toxiproxy(
     binary = shutil.which("toxiproxy-server") if use_binary else None
     kind = "toxiproxy-server" if binary else "built-in"
     base = [binary] if binary else [sys.executable, "-m", "lab.toxiproxy"]
-    log_path = workdir / "toxiproxy.log"
     proc: subprocess.Popen[bytes] | None = None
     child_client: ToxiproxyClient | None = None
     try:

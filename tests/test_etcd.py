@@ -297,7 +297,8 @@ async def etcd_through_proxies(tmp_path: Path, size: int = 3
     pid: int | None = None
     ok = False
     try:
-        async with open_toxiproxy(None, tmp_path, use_binary=False) as (client, _kind):
+        async with open_toxiproxy(None, tmp_path / "toxiproxy.log",
+                                  use_binary=False) as (client, _kind):
             pid = client.server_pid
             net = await Network.create(client, {m.id: (m.peer, m.client)
                                                 for m in cluster.members.values()},

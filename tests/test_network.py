@@ -180,7 +180,7 @@ class StubLab:
 async def stub_lab(workdir: Path, n: int = 3) -> AsyncIterator[StubLab]:
     """The built-in Toxiproxy, ``n`` stand-in members and a Network over them; on the way
     out everything is closed and proven gone."""
-    async with open_toxiproxy(None, workdir, use_binary=False) as (client, kind):
+    async with open_toxiproxy(None, workdir / "toxiproxy.log", use_binary=False) as (client, kind):
         assert kind == "built-in"
         pid = client.server_pid
         async with trio.open_nursery() as nursery:
@@ -203,7 +203,7 @@ async def toxics_on(client: ToxiproxyClient) -> dict[str, list[str]]:
 
 def test_client_covers_the_api_and_reports_errors_with_status(tmp_path: Path) -> None:
     async def body() -> None:
-        async with open_toxiproxy(None, tmp_path, use_binary=False) as (c, kind):
+        async with open_toxiproxy(None, tmp_path / "toxiproxy.log", use_binary=False) as (c, kind):
             assert kind == "built-in"
             assert await c.version() == "2.12.0"
             assert await c.proxies() == {}
@@ -256,7 +256,7 @@ def test_client_covers_the_api_and_reports_errors_with_status(tmp_path: Path) ->
 
 def test_client_runs_requests_concurrently_on_a_small_pool(tmp_path: Path) -> None:
     async def body() -> None:
-        async with open_toxiproxy(None, tmp_path, use_binary=False) as (c, _kind):
+        async with open_toxiproxy(None, tmp_path / "toxiproxy.log", use_binary=False) as (c, _kind):
             async with trio.open_nursery() as nursery:
                 for i in range(40):
                     nursery.start_soon(c.create_proxy, f"p{i}", "127.0.0.1:0", "127.0.0.1:9")
@@ -307,7 +307,8 @@ def test_open_toxiproxy_fails_clearly_when_nothing_answers(tmp_path: Path) -> No
             await s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]  # bound, not listening: connections are refused
             with pytest.raises(ToxiproxyUnavailable, match=f"127.0.0.1:{port}.*0.3 s"):
-                async with open_toxiproxy(f"127.0.0.1:{port}", tmp_path, startup_timeout=0.3):
+                async with open_toxiproxy(f"127.0.0.1:{port}", tmp_path / "toxiproxy.log",
+                                          startup_timeout=0.3):
                     raise AssertionError("must not get here")
 
     run(body)
@@ -321,7 +322,7 @@ def test_open_toxiproxy_on_an_external_server_deletes_only_its_own_proxies(
             addr = f"127.0.0.1:{server.port}"
             async with ToxiproxyClient(addr) as other:
                 await other.create_proxy("theirs", "127.0.0.1:0", "127.0.0.1:9")
-                async with open_toxiproxy(addr, tmp_path) as (c, kind):
+                async with open_toxiproxy(addr, tmp_path / "toxiproxy.log") as (c, kind):
                     assert (kind, c.server_pid) == ("external", None)
                     net = await Network.create(c, {"n1": ("127.0.0.1:1", "127.0.0.1:2"),
                                                    "n2": ("127.0.0.1:3", "127.0.0.1:4")})
@@ -611,7 +612,8 @@ async def raftkv_through_proxies(tmp_path: Path) -> AsyncIterator[tuple[RaftkvCl
                                                                         Network]]:
     """A 3-member raftkv cluster whose members reach each other only through the
     network's proxies; members, proxies and the server are proven gone afterwards."""
-    async with open_toxiproxy(None, tmp_path / "toxiproxy", use_binary=False) as (client, _k):
+    async with open_toxiproxy(None, tmp_path / "toxiproxy.log",
+                              use_binary=False) as (client, _k):
         pid = client.server_pid
         async with running(tmp_path / "cluster", 3, start=False) as cluster:
             net = await Network.create(

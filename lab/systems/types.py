@@ -127,12 +127,17 @@ class LeaderClaim:
     line: int  # in the member's log
 
 
+#: The file a member's adapter sends its output to, in the member's own folder of the
+#: run's ``nodes`` folder (``lab.store`` names it for the run directory).
+NODE_LOG = "node.log"
+
+
 def member_logs(nodes_dir: Path) -> list[tuple[str, Path]]:
     """``(member, its log)`` for every member of a run (``nodes_dir/<member>/node.log``)."""
     if not nodes_dir.is_dir():
         return []
-    return [(d.name, d / "node.log") for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir())
-            if (d / "node.log").is_file()]
+    return [(d.name, d / NODE_LOG) for d in sorted(p for p in nodes_dir.iterdir() if p.is_dir())
+            if (d / NODE_LOG).is_file()]
 
 
 # --------------------------------------------------------------------------- timing

@@ -44,7 +44,7 @@ import trio
 from lab import procs
 from lab.systems.etcd import DEFAULT_TIMING
 from lab.systems.etcd.http import Lost, NotSent, Pool
-from lab.systems.types import Address, timing_rule
+from lab.systems.types import NODE_LOG, Address, timing_rule
 
 #: ``make_system(..., options=...)`` keys and their defaults (the timing's are the spec's,
 #: :data:`lab.systems.etcd.DEFAULT_TIMING`).
@@ -119,7 +119,7 @@ class EtcdCluster(procs.MemberProcesses):
             d = self.base_dir / mid
             self.members[mid] = EtcdMember(mid, k + 1, (self.host, ports[2 * k]),
                                            (self.host, ports[2 * k + 1]), d / "data",
-                                           d / "node.log", d / "hosts")
+                                           d / NODE_LOG, d / "hosts")
 
     # ------------------------------------------------------------------ identity
 

@@ -17,7 +17,7 @@ import trio
 
 from lab import procs
 from lab.systems.raftkv.wire import ConnectionLost, connect
-from lab.systems.types import Address
+from lab.systems.types import NODE_LOG, Address
 
 
 @dataclass
@@ -52,7 +52,7 @@ class RaftkvCluster(procs.MemberProcesses):
             mid = f"n{k + 1}"
             d = self.base_dir / mid
             self.members[mid] = Member(mid, (self.host, ports[2 * k]),
-                                       (self.host, ports[2 * k + 1]), d / "data", d / "node.log")
+                                       (self.host, ports[2 * k + 1]), d / "data", d / NODE_LOG)
 
     def version(self) -> str:
         return "raftkv (this checkout)"

@@ -1,9 +1,12 @@
-"""Shared pytest hooks: print what each Raft simulation scenario cost."""
+"""Shared pytest hooks and fixtures: print what each Raft simulation scenario cost; pretend
+etcd is installed where a test is about files that name it, not about etcd."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
+
+import pytest
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -19,3 +22,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         tr.write_line(f"{name:<44} {n:>6} {steps:>11} {secs:>7.2f} {rate:>9.0f}")
     total = sum(c[2] for c in costs.values())
     tr.write_line(f"{'total':<44} {'':>6} {sum(c[1] for c in costs.values()):>11} {total:>7.2f}")
+
+
+@pytest.fixture
+def etcd_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a suite or scenario that names etcd checks etcd can run here; a test about
+    the files, not about etcd, pretends it can (on a machine without etcd as with it)."""
+    import dataclasses
+
+    from lab.systems import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "etcd", dataclasses.replace(REGISTRY["etcd"],
+                                                              problem=lambda model: None))

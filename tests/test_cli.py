@@ -10,26 +10,20 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import cliout
 import pytest
+from cliout import cli
 
 from lab.checker import MODELS
-from lab.cli import build_parser, main, validate
+from lab.cli import build_parser, validate
 from lab.exitcode import ExitCode
 from lab.systems import SYSTEMS, spec
 
 
-def cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("raftlab: "), err
-    return lines[0]
+    line = cliout.one_line(err)
+    assert line.startswith("raftlab: "), err
+    return line
 
 
 def test_unknown_bug_is_refused_before_anything_starts(tmp_path: Path, capsys: Any) -> None:
@@ -174,7 +168,8 @@ def test_every_argument_has_help() -> None:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_validate_says_ok_for_every_shipped_file(capsys: Any, monkeypatch: Any) -> None:
+def test_validate_says_ok_for_every_shipped_file(capsys: Any, monkeypatch: Any,
+                                                   etcd_installed: None) -> None:
     monkeypatch.chdir(ROOT)
     files = [str(p.relative_to(ROOT)) for folder in ("workloads", "faults", "lab/suites")
              for p in sorted((ROOT / folder).glob("*.yaml"))]

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import trio
 import yaml
+from cliout import cli, one_line
 
 from lab import topology
-from lab.cli import main
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import NetworkFault
@@ -405,19 +405,6 @@ def test_nemesis_cuts_exactly_the_listed_links(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the command
-
-
-def cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_replay_bad_input(tmp_path: Path, capsys: Any) -> None:

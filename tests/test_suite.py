@@ -36,18 +36,6 @@ bugs: [none, stale-read]
 """
 
 
-@pytest.fixture
-def etcd_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading a suite that lists etcd checks etcd is installed; these tests are about the
-    suite, so they pretend it is (on a machine without etcd as on one with it)."""
-    import dataclasses
-
-    from lab.systems import REGISTRY
-
-    monkeypatch.setitem(REGISTRY, "etcd", dataclasses.replace(REGISTRY["etcd"],
-                                                              problem=lambda model: None))
-
-
 def test_builtin_suites_load(etcd_installed: None) -> None:
     for name in ("quick", "full", "matrix", "alarms"):
         s = S.load_suite(S.find_suite(name))

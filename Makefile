@@ -20,12 +20,12 @@ demo: $(STAMP)
 
 # Everything: lint, types, the import contracts, and every test (the slow detection runs too).
 test: lint
-	$(BIN)/pytest -q -n $(WORKERS)
+	$(BIN)/pytest -q -n $(WORKERS) --dist worksteal
 
 # The same without the slow detection runs (whole experiments, suites, replays, shrinks):
 # a few minutes, for the edit-test loop. CI and `make test` run them all.
 test-fast: lint
-	$(BIN)/pytest -q -n $(WORKERS) -m "not slow"
+	$(BIN)/pytest -q -n $(WORKERS) --dist worksteal -m "not slow"
 
 # Style, types, and the architecture's import contracts (pyproject.toml, docs/architecture.md).
 lint: $(STAMP)

@@ -1,5 +1,6 @@
-"""Shared pytest hooks and fixtures: print what each Raft simulation scenario cost; pretend
-etcd is installed where a test is about files that name it, not about etcd."""
+"""Shared pytest hooks and fixtures: start the long tests first; print what each Raft
+simulation scenario cost; pretend etcd is installed where a test is about files that
+name it, not about etcd."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import sys
 from typing import Any
 
 import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow detection runs first, then the other real-process tests, then the rest
+    (each group in its own order): with two workers taking tests as they free up
+    (``--dist worksteal``), the long runs start early and the short tests fill the gaps,
+    instead of one worker finishing a long run alone at the end."""
+    def rank(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("slow") else (
+            1 if item.get_closest_marker("processes") else 2)
+
+    items.sort(key=rank)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -42,8 +42,8 @@ def check_history(events: Iterable[Any] | DecodedHistory, model: str, *, initial
     search of the register models; when it runs out the verdict is ``unknown``, never a
     guess (the other models run in polynomial time and ignore it). ``options`` are per
     model (``min_ok`` for all; ``all_keys``, ``slice_steps`` for registers; ``total``,
-    ``accounts``, ``negative_ok`` for bank; ``linearizable`` for set; ``realtime``,
-    ``process``, ``max_cycles`` for list-append).
+    ``accounts``, ``negative_ok`` for bank; ``linearizable``, ``stale_after`` for set;
+    ``realtime``, ``process``, ``max_cycles`` for list-append).
 
     Raises :class:`HistoryError` for malformed input and :class:`UnknownModelError`.
     """

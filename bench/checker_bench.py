@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{total:6.2f} s {verdict(total, TARGETS['register_s'])}")
             print(f"                  load {r['load_s']:6.2f} s + decode {r['decode_s']:6.2f} s"
                   f" = {read_s:6.2f} s ({read_s / total:4.0%}); check {r['check_s']:6.2f} s "
-                  f"({r['check_s'] / total:4.0%});"
+                  f"({r['check_s'] / total:4.0%}); "
                   f"peak RSS {r['peak_rss_mib']:6.0f} MiB "
                   f"{verdict(r['peak_rss_mib'], TARGETS['register_mib'])}; {r['verdict']}, "
                   f"{r['stats']}")

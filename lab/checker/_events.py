@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.jsonl import StoreError, iter_jsonl
+from lab.jsonl import StoreError, iter_jsonl, paused_gc
 
 EVENT_TYPES = frozenset({"invoke", "ok", "fail", "info"})
 NEMESIS = "nemesis"
@@ -113,6 +113,11 @@ def parse_events(items: Iterable[tuple[int, Any]], source: str = "<events>") -> 
     Raises :class:`HistoryError` naming the line of the first event that breaks the
     format or the invoke/completion pairing.
     """
+    with paused_gc():  # a long history's operations: nothing cyclic, much to allocate
+        return _parse_events(items, source)
+
+
+def _parse_events(items: Iterable[tuple[int, Any]], source: str) -> DecodedHistory:
     ops: list[Op] = []
     open_ops: dict[Any, Op] = {}
     processes: set[Any] = set()

@@ -90,6 +90,9 @@ class DecodedHistory:
 def value_key(v: Any) -> Hashable:
     """A hashable identity for a JSON value that keeps ``1``, ``true`` and ``"1"`` apart
     (Python would make ``1 == True``) and makes lists and objects usable as dict keys."""
+    t = type(v)
+    if t is int or t is str:  # the common cases, first
+        return v
     if v is None or isinstance(v, str):
         return v
     if isinstance(v, int) and not isinstance(v, bool):

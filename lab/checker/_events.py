@@ -20,7 +20,7 @@ import math
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lab.jsonl import StoreError, iter_jsonl, paused_gc
 
@@ -92,7 +92,7 @@ def value_key(v: Any) -> Hashable:
     (Python would make ``1 == True``) and makes lists and objects usable as dict keys."""
     t = type(v)
     if t is int or t is str:  # the common cases, first
-        return v
+        return cast(Hashable, v)
     if v is None or isinstance(v, str):
         return v
     if isinstance(v, int) and not isinstance(v, bool):

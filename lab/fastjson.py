@@ -27,11 +27,12 @@ decoded or refused there.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "loads", "loads_for"]
 
 #: ``bytes.translate`` table: digits to NUL, everything else to 0x01.
 _DIGITS = bytes(0 if 0x30 <= b <= 0x39 else 1 for b in range(256))
@@ -74,3 +75,16 @@ def loads(data: bytes | str, *, fallback: bool = True) -> Any:
         if not fallback:
             raise
     return json.loads(data)
+
+
+def _orjson_first(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def loads_for(whole: bytes) -> Callable[[bytes | str], Any]:
+    """A :func:`loads` for the pieces of ``whole`` (the lines of a file), checking for
+    big integers once for all of them rather than piece by piece."""
+    return loads if _long_digit_run(whole) else _orjson_first

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.fastjson import loads
+from lab.fastjson import loads_for
 
 
 class StoreError(ValueError):
@@ -72,30 +72,6 @@ class JsonLines:
         return None if self.torn is None else f"{self.path}:{self.torn}: ignored a torn last line"
 
 
-def _decode(raw: bytes) -> tuple[Any, str | None]:
-    """A line's value, or why it is not JSON."""
-    try:
-        return loads(raw), None
-    except json.JSONDecodeError as e:
-        return None, e.msg
-    except UnicodeDecodeError:
-        return None, "not UTF-8"
-    except RecursionError:
-        return None, "nested too deeply"
-
-
-def _decode_all(joined: bytes) -> list[dict[str, Any]] | None:
-    """The objects of a JSON array of objects, or ``None`` when it is not one (or orjson
-    refuses it: the caller then decodes line by line, as the standard library would)."""
-    try:
-        decoded = loads(joined, fallback=False)
-    except (ValueError, RecursionError):  # the JSON errors and UnicodeDecodeError
-        return None
-    if isinstance(decoded, list) and all(isinstance(d, dict) for d in decoded):
-        return decoded
-    return None
-
-
 def iter_jsonl(path: Path, strict: bool = True) -> JsonLines:
     """Read a JSON-lines file of objects (blank lines are passed over).
 
@@ -106,11 +82,10 @@ def iter_jsonl(path: Path, strict: bool = True) -> JsonLines:
     :attr:`JsonLines.skipped`. A file that cannot be read raises in strict mode and
     reads as empty in forgiving mode.
 
-    Lines are decoded from bytes one by one when needed, so a tear inside a multi-byte
-    UTF-8 character costs that line only; a file with no damage is decoded in one call
-    (much faster on the long histories the report reads), and a file with no blank line
-    either without even splitting it into lines. Every value is what ``json.loads``
-    gives (:func:`lab.fastjson.loads`)."""
+    Each line is decoded on its own, from bytes (orjson's cost per call is small), so a
+    tear inside a multi-byte UTF-8 character costs that line only, and a line is never
+    read together with its neighbours. Every value and every error is what
+    ``json.loads`` of the line gives (:func:`lab.fastjson.loads`)."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -118,38 +93,38 @@ def iter_jsonl(path: Path, strict: bool = True) -> JsonLines:
             raise StoreError(path, None, f"cannot read: {e.strerror or e}") from None
         return JsonLines(path, [], [])
     with paused_gc():
-        return _split_and_decode(path, data, strict)
+        return _decode_lines(path, data, strict)
 
 
-def _split_and_decode(path: Path, data: bytes, strict: bool) -> JsonLines:
-    body = data[:-1] if data.endswith(b"\n") else data
-    if body:  # the fastest path: no blank line, every line one object, in one call
-        # A JSON text holds no raw newline, so if this parses, line k is element k - 1
-        # (a blank line would make ",," and a line holding two values or part of one
-        # would not parse).
-        decoded = _decode_all(b"[" + body.replace(b"\n", b",") + b"]")
-        if decoded is not None and len(decoded) == body.count(b"\n") + 1:
-            return JsonLines(path, decoded, list(range(1, len(decoded) + 1)))
+def _decode_lines(path: Path, data: bytes, strict: bool) -> JsonLines:
+    decode = loads_for(data)
     pieces = data.split(b"\n")
-    numbers = [k for k, raw in enumerate(pieces, start=1) if raw.strip()]
     tail_line = len(pieces) if not data.endswith(b"\n") and pieces[-1].strip() else None
-    # the fast path: blank lines passed over, every other line one object, in one call
-    decoded = _decode_all(b"[" + b",".join(pieces[k - 1] for k in numbers) + b"]")
-    if decoded is not None and len(decoded) == len(numbers):
-        return JsonLines(path, decoded, numbers)
     objects: list[dict[str, Any]] = []
     lines: list[int] = []
     skipped: list[int] = []
     torn: int | None = None
-    for k in numbers:
-        value, why = _decode(pieces[k - 1])
+    why: str | None
+    for k, raw in enumerate(pieces, start=1):
+        try:
+            value = decode(raw)
+        except json.JSONDecodeError as e:
+            why = e.msg
+        except UnicodeDecodeError:
+            why = "not UTF-8"
+        except RecursionError:
+            why = "nested too deeply"
+        else:
+            if isinstance(value, dict):
+                objects.append(value)
+                lines.append(k)
+                continue
+            why = None
+        if why is not None and not raw.strip():
+            continue  # a blank line (or the empty piece after the last newline)
         if why is not None and k == tail_line:
             torn = k
             break
-        if why is None and isinstance(value, dict):
-            objects.append(value)
-            lines.append(k)
-            continue
         if strict:
             raise StoreError(path, k, f"not valid JSON ({why})" if why is not None else
                              f"expected a JSON object, got {type(value).__name__}")

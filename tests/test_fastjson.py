@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.fastjson import dumps, loads
+from lab.fastjson import dumps, loads, loads_for
 from lab.history import History, read_history
 
 
@@ -132,3 +132,12 @@ def test_loads_without_fallback_refuses_what_orjson_refuses() -> None:
         loads(b"NaN", fallback=False)
     assert loads(b"[2e400]", fallback=True) == [float("inf")]
     assert loads(b"[18446744073709551616]", fallback=False) == [2**64]
+
+
+def test_loads_for_a_file_checks_for_big_integers_once_and_decodes_the_same() -> None:
+    plain = b'{"a":1}\n{"b":NaN}'
+    big = b'{"a":1}\n{"b":18446744073709551616}'
+    for whole in (plain, big):
+        decode = loads_for(whole)
+        for line in whole.split(b"\n"):
+            assert repr(decode(line)) == repr(json.loads(line))

@@ -127,10 +127,13 @@ def test_jsonl_values_and_lines_are_the_standard_librarys(tmp_path: Path, data: 
         [type(v) for _, o in want for v in o.values()]
 
 
-def test_jsonl_a_line_of_two_objects_or_half_of_one_is_refused(tmp_path: Path) -> None:
+def test_jsonl_a_line_of_two_objects_or_part_of_one_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "x.jsonl"
     for data, line in ((b'{"a":1}\n{"b":2} {"c":3}\n', 2), (b'{"a":\n1}\n', 1),
-                       (b'{"a":1}\n[1]\n', 2)):
+                       (b'{"a":1}\n[1]\n', 2),
+                       # two objects on one line and one over two: as many objects as
+                       # lines, which reading the file as one array used to accept
+                       (b'{"a":1},{"b":2}\n{"x":[1\n2]}\n', 1)):
         p.write_bytes(data)
         with pytest.raises(StoreError, match=rf"x.jsonl:{line}: "):
             iter_jsonl(p, strict=True)

@@ -18,13 +18,20 @@ What is measured
   draws them); 5 % of operations end ``info`` (some took effect, some later, some never)
   and the crashed process is replaced by a new one. Each op takes effect at a random
   moment inside its call, so the history is linearizable and the search must prove it.
+  The history is written to a JSON-lines file (as a run writes it) and checked the way
+  ``raftlab check`` does, in three timed phases: *load* (read the file and parse its
+  JSON lines, :func:`lab.jsonl.iter_jsonl`), *decode* (events into operations,
+  :func:`lab.checker._events.parse_events`) and *check* (``check_history`` on the
+  decoded history). The total is what compares with another checker given the file;
+  load + decode is the share spent reading it.
 * **Generated list-append history**: T transactions (default 20 000) of 1..4 micro-ops by
   20 processes, executed atomically inside their call by a simulated strict-serializable
   store; keys rotate after 32 appends (like Elle's workload), 3 % fail, 3 % info.
 
 The generated cases run in a fresh subprocess each (``--worker``), which generates the
-history in memory, then times ``check_history`` on the events, and reports its own peak
-resident memory (``VmHWM``, including the generated events themselves).
+history in memory, then times the check (list-append: ``check_history`` on the events in
+memory), and reports its own peak resident memory (``VmHWM``, including the generated
+events themselves).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lab.checker import check_history, load_history  # noqa: E402
+from lab.checker._events import parse_events  # noqa: E402
 from lab.checker._peer import peer_histories_dir, peer_manifest  # noqa: E402
+from lab.fastjson import dumps  # noqa: E402
+from lab.jsonl import iter_jsonl  # noqa: E402
 
 TARGETS = {
     "etcd_total_s": 1.3,
@@ -208,11 +219,30 @@ def worker(kind: str, n: int, seed: int) -> dict[str, Any]:
     else:
         events, model = gen_list_append(rng, n), "list-append"
     gen_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = check_history(events, model)
-    check_s = time.perf_counter() - t0
+    phases: dict[str, float] = {}
+    if kind == "register":  # from a file, as ``raftlab check`` reads it
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "history.jsonl"
+            path.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
+            del events
+            t0 = time.perf_counter()
+            lines = iter_jsonl(path)
+            phases["load_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            hist = parse_events(lines.records, str(path))
+            phases["decode_s"] = time.perf_counter() - t0
+            n_events = hist.events
+            del lines
+        t0 = time.perf_counter()
+        res = check_history(hist, model)
+        check_s = time.perf_counter() - t0
+    else:
+        n_events = len(events)
+        t0 = time.perf_counter()
+        res = check_history(events, model)
+        check_s = time.perf_counter() - t0
     maxrss_kib = peak_rss_kib()
-    return {"kind": kind, "n": n, "events": len(events), "generate_s": gen_s,
+    return {"kind": kind, "n": n, "events": n_events, "generate_s": gen_s, **phases,
             "check_s": check_s, "peak_rss_mib": maxrss_kib / 1024, "verdict": res.verdict,
             "reason": res.reason, "stats": res.stats.get("search") or
             {k: v for k, v in res.stats.get("list_append", {}).items() if k != "notes"}}
@@ -232,15 +262,19 @@ def peers() -> dict[str, Any]:
     if folder is None:
         return {"error": "peer histories not found (set RAFTLAB_PEER_HISTORIES)"}
     groups: dict[str, list[tuple[str, float]]] = {"etcd": [], "knossos": [], "kv": []}
+    reading = dict.fromkeys(groups, 0.0)  # load + decode, per group
     mismatches = []
     for e in peer_manifest(folder):
         group = ("etcd" if e["file"].startswith("porcupine-etcd") else
                  "kv" if e["file"].startswith("porcupine-kv") else "knossos")
         t0 = time.perf_counter()
-        res = check_history(load_history(folder / e["file"]), e["model"],
-                            initial=e["initial_value"], options={"min_ok": 0})
+        hist = load_history(folder / e["file"])
+        t_read = time.perf_counter() - t0
+        res = check_history(hist, e["model"], initial=e["initial_value"],
+                            options={"min_ok": 0})
         dt = time.perf_counter() - t0
         groups[group].append((e["file"], dt))
+        reading[group] += t_read
         want = {"linearizable": True, "not-linearizable": False}[e["expected"]]
         if res.valid is not want:
             mismatches.append(e["file"])
@@ -249,7 +283,7 @@ def peers() -> dict[str, Any]:
         ts = [t for _, t in rows]
         slowest = max(rows, key=lambda r: r[1])
         out[g] = {"files": len(rows), "total_s": sum(ts), "median_s": statistics.median(ts),
-                  "max_s": slowest[1], "slowest": slowest[0]}
+                  "max_s": slowest[1], "slowest": slowest[0], "read_s": reading[g]}
     return out
 
 
@@ -286,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
               f"max {k['max_s']:6.3f} s ({k['slowest']})")
         print(f"  porcupine kv    {kv['files']:>3} files  total {kv['total_s']:7.3f} s  "
               f"max {kv['max_s']:6.3f} s ({kv['slowest']})")
+        for name, g in (("etcd", e), ("knossos", k), ("kv", kv)):
+            print(f"  {name:<8} load + decode {g['read_s']:7.3f} s "
+                  f"({g['read_s'] / g['total_s']:4.0%}), check "
+                  f"{g['total_s'] - g['read_s']:7.3f} s")
         print(f"  verdict mismatches against MANIFEST.json: {len(p['mismatches'])}"
               + (f" {p['mismatches']}" if p["mismatches"] else ""))
     if not a.skip_generated:
@@ -294,8 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             print(f"  register {a.register_ops} ops: worker failed: {r['error']}")
         else:
-            print(f"  register {r['n']} ops (10 keys, 20 procs, 5% info): check "
-                  f"{r['check_s']:6.2f} s {verdict(r['check_s'], TARGETS['register_s'])}; "
+            read_s = r["load_s"] + r["decode_s"]
+            total = read_s + r["check_s"]
+            print(f"  register {r['n']} ops (10 keys, 20 procs, 5% info), from a file: total "
+                  f"{total:6.2f} s {verdict(total, TARGETS['register_s'])}")
+            print(f"                  load {r['load_s']:6.2f} s + decode {r['decode_s']:6.2f} s"
+                  f" = {read_s:6.2f} s ({read_s / total:4.0%}); check {r['check_s']:6.2f} s "
+                  f"({r['check_s'] / total:4.0%}); "
                   f"peak RSS {r['peak_rss_mib']:6.0f} MiB "
                   f"{verdict(r['peak_rss_mib'], TARGETS['register_mib'])}; {r['verdict']}, "
                   f"{r['stats']}")

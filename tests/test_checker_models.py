@@ -136,7 +136,7 @@ def test_set_late_visibility_is_measured_not_rejected_by_default() -> None:
     assert st["stale_reads"] == 1
     assert st["late_visibility"]["max"] == 4000  # add ok at t=1000, seen at t=5000
     res = check_history(h.events, "set", options={"linearizable": True})
-    assert types(res) == ["stale-read"]
+    assert types(res) == ["stale"]
 
 
 def test_set_info_add_may_be_in_the_final_read() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.fastjson import dumps
+from lab.fastjson import dumps, loads, loads_for
 from lab.history import History, read_history
 
 
@@ -96,3 +96,48 @@ def test_history_refuses_what_jepsen_forbids_and_counts_the_rest(tmp_path: Path)
     assert events[1]["fault"] == 3 and "error" not in events[2] and events[2]["node"] == "n2"
     assert h.counts == {"invoke": 1, "ok": 0, "fail": 1, "info": 0} and h.nemesis_events == 1
     assert [e["time"] for e in events] == sorted(e["time"] for e in events)
+
+
+# --------------------------------------------------------------------------- loads
+
+
+@pytest.mark.parametrize("text", [
+    b'{"index":1,"time":888933306,"process":8,"type":"ok","f":"cas","key":"k1","value":[1,2]}',
+    b'{"a":1,"a":2}', b"-0", b"-0.0", b"1E2", b"5e-324", b"1.5e-400", b'"\\u0000\\u00e9"',
+    "\"é\"".encode(), b"18446744073709551615",
+    # orjson would read these integers as floats: the standard library decodes them
+    b"18446744073709551616", b"-9223372036854775809", b'{"v":[123456789012345678901234]}',
+    # orjson refuses these; the standard library takes them
+    b"NaN", b"[Infinity,-Infinity]", b'"\\ud800"', b"1e400", b"\xef\xbb\xbf{}",
+    "\"é\"".encode("utf-16"),
+])
+def test_loads_gives_what_the_standard_library_gives(text: bytes) -> None:
+    want = json.loads(text)
+    got = loads(text)
+    assert type(got) is type(want) and repr(got) == repr(want)
+
+
+@pytest.mark.parametrize("text", [b"{bad", b"[1,]", b'"a\x01"', b"\xff", b"{} {}", b"",
+                                  b"[" * 5000 + b"]" * 5000])
+def test_loads_fails_where_the_standard_library_fails_and_says_the_same(text: bytes) -> None:
+    with pytest.raises((ValueError, RecursionError)) as want:
+        json.loads(text)
+    with pytest.raises(type(want.value)) as got:
+        loads(text)
+    assert str(got.value) == str(want.value)
+
+
+def test_loads_without_fallback_refuses_what_orjson_refuses() -> None:
+    with pytest.raises(ValueError):
+        loads(b"NaN", fallback=False)
+    assert loads(b"[2e400]", fallback=True) == [float("inf")]
+    assert loads(b"[18446744073709551616]", fallback=False) == [2**64]
+
+
+def test_loads_for_a_file_checks_for_big_integers_once_and_decodes_the_same() -> None:
+    plain = b'{"a":1}\n{"b":NaN}'
+    big = b'{"a":1}\n{"b":18446744073709551616}'
+    for whole in (plain, big):
+        decode = loads_for(whole)
+        for line in whole.split(b"\n"):
+            assert repr(decode(line)) == repr(json.loads(line))

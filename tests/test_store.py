@@ -104,6 +104,41 @@ def test_a_tear_inside_a_multibyte_character_costs_that_line_only(tmp_path: Path
     assert got.objects == [GOOD[0]] and got.torn == 2
 
 
+@pytest.mark.parametrize("data", [
+    b'{"a":1}\n{"b":2}\n',  # no blank line: decoded without splitting
+    b'{"a":1}\n{"b":2}',  # no newline at the end, but whole
+    b'\n{"a":1}\n\n  \n{"b":2}\n\n',  # blank lines are passed over
+    b'{"a":1}\r\n{"b":2}\r\n\r\n',  # CRLF; a blank CRLF line
+    b'{"a":18446744073709551616}\n{"b":-9223372036854775809}\n',  # beyond 64 bits
+    b'{"a":NaN}\n{"b":"\\ud800"}\n{"c":1e400}\n',  # orjson refuses, json takes
+    b'\xef\xbb\xbf{"a":1}\n{"b":2}\n',  # a byte-order mark
+    b'{"a":1}\n{"b":2}\n{"c":',  # a torn tail
+])
+def test_jsonl_values_and_lines_are_the_standard_librarys(tmp_path: Path, data: bytes) -> None:
+    """However a file is decoded (in one call, or line by line), each object and its line
+    number are what ``json.loads`` of that line gives."""
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(data)
+    got = iter_jsonl(p, strict=True)
+    want = [(k, json.loads(raw)) for k, raw in enumerate(data.split(b"\n"), start=1)
+            if raw.strip() and k != got.torn]
+    assert list(got.records) == want or repr(list(got.records)) == repr(want)  # NaN != NaN
+    assert [type(v) for _, o in got.records for v in o.values()] == \
+        [type(v) for _, o in want for v in o.values()]
+
+
+def test_jsonl_a_line_of_two_objects_or_part_of_one_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "x.jsonl"
+    for data, line in ((b'{"a":1}\n{"b":2} {"c":3}\n', 2), (b'{"a":\n1}\n', 1),
+                       (b'{"a":1}\n[1]\n', 2),
+                       # two objects on one line and one over two: as many objects as
+                       # lines, which reading the file as one array used to accept
+                       (b'{"a":1},{"b":2}\n{"x":[1\n2]}\n', 1)):
+        p.write_bytes(data)
+        with pytest.raises(StoreError, match=rf"x.jsonl:{line}: "):
+            iter_jsonl(p, strict=True)
+
+
 def test_the_checker_reads_a_history_by_the_same_rule(tmp_path: Path) -> None:
     p = tmp_path / "h.jsonl"
     p.write_text(lines(GOOD[0], "{bad", GOOD[1]))

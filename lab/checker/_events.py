@@ -16,12 +16,13 @@ which raises the same error through :func:`bad_value`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from lab.jsonl import StoreError, iter_jsonl
+from lab.jsonl import StoreError, iter_jsonl, paused_gc
 
 EVENT_TYPES = frozenset({"invoke", "ok", "fail", "info"})
 NEMESIS = "nemesis"
@@ -89,6 +90,9 @@ class DecodedHistory:
 def value_key(v: Any) -> Hashable:
     """A hashable identity for a JSON value that keeps ``1``, ``true`` and ``"1"`` apart
     (Python would make ``1 == True``) and makes lists and objects usable as dict keys."""
+    t = type(v)
+    if t is int or t is str:  # the common cases, first
+        return cast(Hashable, v)
     if v is None or isinstance(v, str):
         return v
     if isinstance(v, int) and not isinstance(v, bool):
@@ -113,46 +117,86 @@ def parse_events(items: Iterable[tuple[int, Any]], source: str = "<events>") -> 
     Raises :class:`HistoryError` naming the line of the first event that breaks the
     format or the invoke/completion pairing.
     """
+    with paused_gc():  # a long history's operations: nothing cyclic, much to allocate
+        return _parse_events(items, source)
+
+
+_Fields = tuple[Any, str, str, Any, int, "int | None", Any]
+
+
+def _fields(ev: Any, line: int, source: str, pos: int) -> _Fields | None:
+    """An event's ``(process, type, f, key, index, time, value)``, every rule checked;
+    ``None`` for a nemesis event."""
+    if not isinstance(ev, dict):
+        raise HistoryError(source, line, f"expected a JSON object, got {type(ev).__name__}")
+    process = ev.get("process", ...)
+    if process is ...:
+        raise HistoryError(source, line, "missing field 'process'")
+    if process == NEMESIS:
+        return None
+    if not isinstance(process, (int, str)) or isinstance(process, bool):
+        raise HistoryError(source, line, f"'process' must be an integer or a string, "
+                                         f"got {json.dumps(process)}")
+    typ = ev.get("type")
+    if not isinstance(typ, str) or typ not in EVENT_TYPES:
+        raise HistoryError(source, line, "'type' must be one of invoke, ok, fail, info; "
+                                         f"got {json.dumps(typ)}")
+    f = ev.get("f")
+    if not isinstance(f, str):
+        raise HistoryError(source, line, f"'f' must be a string, got {json.dumps(f)}")
+    key = ev.get("key")
+    if not _scalar(key) or isinstance(key, bool):
+        raise HistoryError(source, line, f"'key' must be null, a string or a number, "
+                                         f"got {json.dumps(key)}")
+    index = ev.get("index", pos)
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise HistoryError(source, line, f"'index' must be an integer, got {json.dumps(index)}")
+    t = ev.get("time")
+    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool)
+                          or not math.isfinite(t)):
+        raise HistoryError(source, line, f"'time' must be a number or null, "
+                                         f"got {json.dumps(t)}")
+    return process, typ, f, key, index, None if t is None else int(t), ev.get("value")
+
+
+def _parse_events(items: Iterable[tuple[int, Any]], source: str) -> DecodedHistory:
     ops: list[Op] = []
     open_ops: dict[Any, Op] = {}
     processes: set[Any] = set()
     n_events = 0
     nemesis = 0
     pos = -1
+    process: Any
+    typ: Any
+    f: Any
     for line, ev in items:
         pos += 1
         n_events += 1
-        if not isinstance(ev, dict):
-            raise HistoryError(source, line, f"expected a JSON object, got {type(ev).__name__}")
-        process = ev.get("process", ...)
-        if process is ...:
-            raise HistoryError(source, line, "missing field 'process'")
-        if process == NEMESIS:
-            nemesis += 1
-            continue
-        if not isinstance(process, (int, str)) or isinstance(process, bool):
-            raise HistoryError(source, line, f"'process' must be an integer or a string, "
-                                             f"got {json.dumps(process)}")
-        typ = ev.get("type")
-        if typ not in EVENT_TYPES:
-            raise HistoryError(source, line, "'type' must be one of invoke, ok, fail, info; "
-                                             f"got {json.dumps(typ)}")
-        f = ev.get("f")
-        if not isinstance(f, str):
-            raise HistoryError(source, line, f"'f' must be a string, got {json.dumps(f)}")
-        key = ev.get("key")
-        if not _scalar(key) or isinstance(key, bool):
-            raise HistoryError(source, line, f"'key' must be null, a string or a number, "
-                                             f"got {json.dumps(key)}")
-        index = ev.get("index", pos)
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise HistoryError(source, line, f"'index' must be an integer, got {json.dumps(index)}")
-        t = ev.get("time")
-        if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool)):
-            raise HistoryError(source, line, f"'time' must be a number or null, "
-                                             f"got {json.dumps(t)}")
-        time_ns = None if t is None else int(t)
-        value = ev.get("value")
+        # The common case -- an event as JSON decodes it, every field of the plainest
+        # type -- checked inline; anything else by _fields, the rules in full.
+        if type(ev) is dict:
+            process = ev.get("process")
+            typ = ev.get("type")
+            f = ev.get("f")
+            key = ev.get("key")
+            index = ev.get("index", pos)
+            time_ns = ev.get("time")
+            tp = type(process)
+            tk = type(key)
+            fast = ((tp is int or tp is str) and process != NEMESIS
+                    and (typ == "invoke" or typ == "ok" or typ == "info" or typ == "fail")
+                    and type(f) is str and (key is None or tk is str or tk is int)
+                    and type(index) is int and (time_ns is None or type(time_ns) is int))
+        else:
+            fast = False
+        if fast:
+            value = ev.get("value")
+        else:
+            fields = _fields(ev, line, source, pos)
+            if fields is None:
+                nemesis += 1
+                continue
+            process, typ, f, key, index, time_ns, value = fields
         if typ == "invoke":
             prev = open_ops.get(process)
             if prev is not None:

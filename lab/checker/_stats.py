@@ -18,15 +18,14 @@ DEFAULT_MIN_OK = 1
 
 def history_stats(hist: DecodedHistory) -> dict[str, Any]:
     """Counts by completion type and by function, plus the history's size."""
+    counts = Counter((op.f, "pending" if op.pending else op.type) for op in hist.ops)
     by_type: Counter[str] = Counter()
     by_f: dict[str, Counter[str]] = {}
-    keys = set()
-    for op in hist.ops:
-        t = "pending" if op.pending else op.type
-        by_type[t] += 1
-        by_f.setdefault(op.f, Counter())[t] += 1
-        if op.key is not None:
-            keys.add(op.key)
+    for (f, t), n in counts.items():
+        by_type[t] += n
+        by_f.setdefault(f, Counter())[t] += n
+    keys = {op.key for op in hist.ops}
+    keys.discard(None)
     types = ("ok", "fail", "info", "pending")
     return {
         "events": hist.events,

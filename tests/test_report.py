@@ -603,3 +603,28 @@ def test_a_thousand_keys_fold_into_details_with_the_invalid_ones_shown_first(
     assert shown.count('class="pill') == 1 and ">k640<" in shown
     assert "1 invalid, 999 valid" in shown
     assert folded.split("</details>")[0].count('class="pill pill-valid"') == 999
+
+
+# --------------------------------------------------------------------------- heal, premises
+
+
+def test_a_heal_is_drawn_as_heal_unnumbered_so_bands_agree_with_the_fault_count(
+        tmp_path: Path) -> None:
+    """schedule.jsonl gives a heal step ``fault: null``: it is an instant action, not one
+    of the faults counted at the top, so its band says ``heal`` and carries no number."""
+    d = write_run(tmp_path / "heal", Synth().register_ops(900), check=False)
+    heal = {"time": FAULT[1] + 500 * MS, "offset_s": 3.5, "phase": "start", "action": "heal",
+            "fault": None, "nodes": []}
+    later = [{"time": FAULT[1] + NS, "offset_s": 4.0, "phase": "start", "action": "pause",
+              "fault": 2, "nodes": ["n3"]},
+             {"time": FAULT[1] + 2 * NS, "offset_s": 5.0, "phase": "end", "action": "pause",
+              "fault": 2, "nodes": ["n3"]}]
+    _jsonl(d / "schedule.jsonl", [*schedule(), heal, *later])
+    html, page = render(d)
+    labels = re.findall(r'<text class="band-label"[^>]*>([^<]*)</text>', html)
+    assert sorted(set(labels)) == ["#1 isolate n1", "#2 pause n3", "heal"], labels
+    assert labels.count("heal") == 3  # once per time plot
+    assert " 2 faults injected by the nemesis " in page.text_of("glance")
+    assert [i.fault.label for i in analyse_faults(load_run(d)).impacts] == [
+        "#1 isolate n1", "#2 pause n3"]
+

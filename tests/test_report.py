@@ -628,3 +628,62 @@ def test_a_heal_is_drawn_as_heal_unnumbered_so_bands_agree_with_the_fault_count(
     assert [i.fault.label for i in analyse_faults(load_run(d)).impacts] == [
         "#1 isolate n1", "#2 pause n3"]
 
+
+def test_what_ran_shows_the_scenario_s_timing_initial_leader_and_system_options(
+        tmp_path: Path) -> None:
+    d = write_run(tmp_path / "set", Synth().register_ops(40), check=False)
+    ran = render(d)[1].text_of("ran")
+    assert "timing" not in ran and "initial leader" not in ran and "system options" not in ran
+    sc = yaml.safe_load((d / "scenario.yaml").read_text())
+    sc["faults"].update(election_timeout=1.5, heartbeat=0.1, initial_leader="n1",
+                        system_options={"raftkv": {"max_append_entries": 1},
+                                        "etcd": {"snapshot_count": 100}})
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    results = json.loads((d / "results.json").read_text())
+    results["premises"] = [{"premise": "initial_leader", "wanted": "n1", "got": "n1",
+                            "held": True, "delay_s": 0.0}]
+    (d / "results.json").write_text(json.dumps(results))
+    ran = render(d)[1].text_of("ran")
+    assert "timing election timeout 1.50 s, heartbeat 100 ms" in ran
+    assert "initial leader n1 wanted: obtained (n1 already led)" in ran
+    assert ("system options raftkv: max_append_entries 1; etcd: snapshot_count 100 "
+            "(not used: this run is on raftkv)") in ran
+    # only the heartbeat set: the election timeout is the system's default
+    sc["faults"].update(election_timeout=None, initial_leader=None, system_options={})
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    ran = render(d)[1].text_of("ran")
+    assert "timing heartbeat 100 ms (set by the scenario; the rest is the system's default)" \
+        in ran
+    assert "initial leader" not in ran and "system options" not in ran
+
+
+def test_a_failed_premise_is_on_the_page_and_in_the_verdict(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "premise", Synth().register_ops(900), check=False)
+    sc = yaml.safe_load((d / "scenario.yaml").read_text())
+    sc["faults"]["initial_leader"] = "n2"
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    results = json.loads((d / "results.json").read_text())
+    results["premises"] = [{"premise": "initial_leader", "wanted": "n2", "got": "n1",
+                            "held": False, "delay_s": 20.4}]
+    (d / "results.json").write_text(json.dumps(results))
+    assert decide(d)["verdict"] == "unknown"
+    html, page = render(d)
+    banner = page.text_of("verdict")
+    assert banner.startswith("UNKNOWN")
+    assert "the scenario's premise failed: initial_leader n2 was not obtained (n1 led)" \
+        in banner
+    box = page.text_of("premises-failed")
+    assert box.startswith("PREMISE FAILED The scenario's premise failed: initial_leader n2 "
+                          "was not obtained (n1 led); trying to move leadership held the "
+                          "clients and the schedule back 20.40 s."), box
+    assert page.with_class("badge-premise")
+    assert ("initial leader n2 wanted: NOT obtained, n1 led when the clients started; "
+            "moving leadership took 20.40 s") in page.text_of("ran")
+    # the premise held: no box, and What ran says how long moving leadership took
+    results["premises"][0].update(got="n2", held=True, delay_s=2.5)
+    (d / "results.json").write_text(json.dumps(results))
+    assert decide(d)["verdict"] == "valid"
+    html, page = render(d)
+    assert "premises-failed" not in html and "PREMISE FAILED" not in html
+    assert ("initial leader n2 wanted: obtained; moving leadership took 2.50 s, so the "
+            "clients and the schedule started that much later") in page.text_of("ran")

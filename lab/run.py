@@ -293,8 +293,10 @@ class Experiment:
         """Make ``want`` the leader before the clients start (a scenario's
         ``initial_leader``): pause whoever else leads until another member is elected,
         then resume it; a few rounds at most. Returns the leader in the end, ``want`` or
-        not (a run whose leader could not be moved still runs)."""
-        deadline = trio.current_time() + 20.0
+        not (a run whose leader could not be moved still runs, but its ``premises`` say
+        so and its verdict cannot be ``valid``)."""
+        began = trio.current_time()
+        deadline = began + 20.0
         for _ in range(8):
             if leader == want or want not in cluster.members \
                     or trio.current_time() > deadline:
@@ -312,7 +314,8 @@ class Experiment:
             except trio.TooSlowError:
                 break
         (log.info if leader == want else log.warning)(
-            "initial leader: wanted %s, got %s", want, leader)
+            "initial leader: wanted %s, got %s (after %.1f s: the clients and the schedule "
+            "start that much later)", want, leader, trio.current_time() - began)
         return leader
 
     def _client(self, addrs: dict[str, Any], timeout: float, rng: random.Random,

@@ -191,3 +191,17 @@ def test_a_premise_that_held_changes_nothing_but_is_recorded(tmp_path: Path) -> 
     assert r["evidence"]["premises"][0]["held"] is True
     assert r["evidence"]["premises"][0]["delay_s"] == 3.25
     assert "notes" not in r and "premise" not in r["verdict_reason"]
+
+
+def test_the_runner_s_premise_record_is_what_the_verdict_reads() -> None:
+    from lab.run import initial_leader_premise
+    from lab.verdict import failed_premises
+
+    held = initial_leader_premise("n2", "n2", 0.0)
+    assert held == {"premise": "initial_leader", "wanted": "n2", "got": "n2", "held": True,
+                    "delay_s": 0.0}
+    failed = initial_leader_premise("n2", "n1", 20.41234)
+    assert failed["held"] is False and failed["delay_s"] == 20.412
+    assert failed_premises({"premises": [held, failed]}) == [
+        "the scenario's premise failed: initial_leader n2 was not obtained (n1 led)"]
+    assert failed_premises({}) == failed_premises({"premises": "garbled"}) == []

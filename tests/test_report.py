@@ -527,18 +527,25 @@ def test_a_report_that_fails_to_render_keeps_the_verdict(
 
 @pytest.mark.processes
 def test_a_real_run_ends_with_its_report(tmp_path: Path) -> None:
+    from test_run_e2e import time_limit_for
+
     script = Path(sys.executable).with_name("raftlab")
     cmd = [str(script)] if script.exists() else [sys.executable, "-c",
                                                  "import sys; from lab.cli import main; "
                                                  "sys.exit(main())"]
+    # long enough for kill-leader's first kill to start and end: correct raftkv is valid
+    limit = time_limit_for("kill-leader")
     proc = subprocess.run([*cmd, "run", "workloads/register.yaml", "faults/kill-leader.yaml",
-                           "--nodes", "3", "--time-limit", "6", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                           "--nodes", "3", "--time-limit", f"{limit:g}", "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=limit + 120)
     lines = proc.stdout.strip().splitlines()
     assert lines[-2].startswith("report: ") and lines[-2].endswith("index.html"), proc.stdout
+    assert proc.returncode == 0 and lines[-1].startswith("verdict: valid"), proc.stdout
     page = Path(lines[-2].removeprefix("report: "))
     html = page.read_text()
-    assert 'class="verdict verdict-' in html
+    assert 'class="verdict verdict-valid"' in html
+    assert "#1 kill" in html  # the kill drawn as a band
     assert_self_contained(html)
     shutil.rmtree(page.parent / "nodes", ignore_errors=True)
 

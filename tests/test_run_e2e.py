@@ -759,6 +759,15 @@ def test_fault_scenario_runs(tmp_path: Path, fault: str) -> None:
     limit = time_limit_for(fault, 8.0 if nodes == 3 else 14.0)
     run = run_lab(tmp_path, "register", fault, limit, nodes=nodes)
     assert_completed(run, workload="register", fault=fault, nodes=nodes, time_limit=limit)
+    # the scenario's premise is recorded, and held (or the run would not be valid)
+    if sc.initial_leader is None:
+        assert run.results["premises"] == []
+    else:
+        [premise] = run.results["premises"]
+        assert premise["premise"] == "initial_leader" and premise["held"] is True, premise
+        assert premise["wanted"] == premise["got"] == run.results["initial_leader"] \
+            == sc.initial_leader, premise
+        assert premise["delay_s"] >= 0
     events = run.history(nemesis=True)
     assert_history_matches_results(run, events)
     assert ok_count(events, "write") > 0

@@ -141,6 +141,9 @@ class Experiment:
         self.phase = "starting"
         self._next_process = self.concurrency
         self.history: History | None = None
+        # What the scenario assumed before its schedule starts, and whether it held
+        # (``results.json``'s ``premises``; :func:`initial_leader_premise`).
+        self.premises: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ files
 
@@ -250,9 +253,14 @@ class Experiment:
             log.error(self.exit_reason)
             return
         log.info("leader %s elected", leader)
-        if self.faults.initial_leader is not None and leader != self.faults.initial_leader:
-            self.phase = f"moving leadership to {self.faults.initial_leader}"
-            leader = await self._steer_leader(cluster, leader, self.faults.initial_leader)
+        want = self.faults.initial_leader
+        if want is not None:
+            steered = trio.current_time()
+            if leader != want:
+                self.phase = f"moving leadership to {want}"
+                leader = await self._steer_leader(cluster, leader, want)
+            self.premises.append(initial_leader_premise(want, leader,
+                                                        trio.current_time() - steered))
         self.initial_leader = leader
         addrs = {mid: net.client_addr(mid) for mid in cluster.members}
         if self.workload.model == "bank" and not await self._setup_bank(addrs):
@@ -285,8 +293,10 @@ class Experiment:
         """Make ``want`` the leader before the clients start (a scenario's
         ``initial_leader``): pause whoever else leads until another member is elected,
         then resume it; a few rounds at most. Returns the leader in the end, ``want`` or
-        not (a run whose leader could not be moved still runs)."""
-        deadline = trio.current_time() + 20.0
+        not (a run whose leader could not be moved still runs, but its ``premises`` say
+        so and its verdict cannot be ``valid``)."""
+        began = trio.current_time()
+        deadline = began + 20.0
         for _ in range(8):
             if leader == want or want not in cluster.members \
                     or trio.current_time() > deadline:
@@ -304,7 +314,8 @@ class Experiment:
             except trio.TooSlowError:
                 break
         (log.info if leader == want else log.warning)(
-            "initial leader: wanted %s, got %s", want, leader)
+            "initial leader: wanted %s, got %s (after %.1f s: the clients and the schedule "
+            "start that much later)", want, leader, trio.current_time() - began)
         return leader
 
     def _client(self, addrs: dict[str, Any], timeout: float, rng: random.Random,
@@ -425,6 +436,7 @@ class Experiment:
             "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
             # history time (s) the scenario's offsets count from (clients and nemesis start)
             "initial_leader": getattr(self, "initial_leader", None),  # when clients started
+            "premises": self.premises,
             "schedule_origin_s": (round(nemesis.origin_ns / 1e9, 6)
                                   if nemesis is not None and nemesis.origin_ns is not None
                                   else None),
@@ -433,6 +445,15 @@ class Experiment:
         }
         self.run_dir.write_results(results)
         return results
+
+
+def initial_leader_premise(wanted: str, got: str | None, delay_s: float) -> dict[str, Any]:
+    """The record of a scenario's ``initial_leader`` premise: the member it wanted to
+    lead when the clients start, the one that did, whether that is the one wanted, and
+    how many seconds moving leadership held back the clients and the schedule (whose
+    offsets count from then, ``schedule_origin_s``)."""
+    return {"premise": "initial_leader", "wanted": wanted, "got": got, "held": got == wanted,
+            "delay_s": round(max(0.0, delay_s), 3)}
 
 
 def _describe(e: BaseException) -> str:

@@ -57,9 +57,11 @@ class Fault:
 
     ``end`` is when it was undone (``None``: never, within the recorded data); ``start ==
     end`` for an instant action such as ``heal``. ``skipped`` holds why a step did not
-    run."""
+    run. ``number`` counts the faults the nemesis started (its fault ids), so an
+    instant action or a skipped step has none: the bands' numbers agree with the count
+    of faults."""
 
-    number: int
+    number: int | None
     action: str
     start: int
     end: int | None = None
@@ -90,8 +92,10 @@ class Fault:
 
     @property
     def label(self) -> str:
-        """A short label for a band, e.g. ``#2 isolate n3``."""
-        return f"#{self.number} {self.action} {self.target}".strip()
+        """A short label for a band, e.g. ``#2 isolate n3``; ``heal`` for an unnumbered
+        one (an instant action, a skipped step)."""
+        what = f"{self.action} {self.target}".strip()
+        return what if self.number is None else f"#{self.number} {what}"
 
 
 @dataclass
@@ -185,9 +189,12 @@ def operations(events: list[dict[str, Any]]) -> list[Operation]:
 
 
 def faults_from(schedule: list[dict[str, Any]]) -> list[Fault]:
-    """Pair the nemesis' start and end records into faults, numbered in start order."""
+    """Pair the nemesis' start and end records into faults; those started (the ones
+    with a fault id) are numbered in start order, instant actions and skipped steps
+    are not."""
     faults: list[Fault] = []
     by_id: dict[Any, Fault] = {}
+    started = 0
     for rec in sorted(schedule, key=lambda r: r.get("time", 0)):
         t = int(rec.get("time", 0))
         phase = rec.get("phase")
@@ -200,7 +207,7 @@ def faults_from(schedule: list[dict[str, Any]]) -> list[Fault]:
         links = [(str(pair[0]), str(pair[1])) for pair in _list(rec.get("links"))
                  if isinstance(pair, list) and len(pair) == 2]
         params = rec.get("params")
-        fault = Fault(len(faults) + 1, action, t, None, [str(n) for n in _list(rec.get("nodes"))],
+        fault = Fault(None, action, t, None, [str(n) for n in _list(rec.get("nodes"))],
                       links, params if isinstance(params, dict) else {})
         if phase == "skipped":
             fault.skipped = str(rec.get("reason", "skipped"))
@@ -208,6 +215,8 @@ def faults_from(schedule: list[dict[str, Any]]) -> list[Fault]:
         elif rec.get("fault") is None:
             fault.end = t  # an instant action (heal, start, resume)
         else:
+            started += 1
+            fault.number = started
             by_id[rec.get("fault")] = fault
         faults.append(fault)
     return faults

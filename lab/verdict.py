@@ -9,6 +9,9 @@ Public API:
   all in ``results.json``; returns the results;
 * :func:`weakness` -- why a run that checked out valid still says little (too few ``ok``
   operations, :data:`MIN_OK`; faults that never bit), recording the evidence;
+* :func:`failed_premises` -- the scenario's premises (``initial_leader``) that did not
+  hold, one sentence each: a run that would be valid is ``unknown`` then, since the
+  scenario did not happen as written;
 * :func:`checker_options` -- the checker model and options of a resolved scenario;
 * :func:`analyse_faults` -- the bite analysis of a run's data
   (:class:`lab.rundata.RunData`): what each fault did (:class:`Impact`), whether the
@@ -110,6 +113,25 @@ def weakness(run_dir: Path, results: dict[str, Any]) -> str | None:
     return None
 
 
+def failed_premises(results: dict[str, Any]) -> list[str]:
+    """One sentence per premise of the scenario that did not hold before its schedule
+    started (``results.json``'s ``premises``, written by the runner), e.g. "the
+    scenario's premise failed: initial_leader n2 was not obtained (n1 led)"."""
+    premises = results.get("premises")
+    out = []
+    for p in premises if isinstance(premises, list) else []:
+        if not isinstance(p, dict) or p.get("held") is not False:
+            continue
+        what = p.get("premise")
+        if what == "initial_leader":
+            got = p.get("got")
+            out.append(f"the scenario's premise failed: initial_leader {p.get('wanted')} was "
+                       "not obtained (" + (f"{got} led" if got else "no member led") + ")")
+        else:
+            out.append(f"the scenario's premise failed: {what}")
+    return out
+
+
 def _plans_faults(run_dir: Path) -> bool:
     """Whether the run's scenario has any fault to apply (timed steps or a nemesis)."""
     faults = RunDir(run_dir).scenario_dict().get("faults")
@@ -122,9 +144,11 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     Checks the history against its workload's model and the members' logs and status
     polls against Raft's safety rules (``checker``: valid, anomalies), then decides
     ``verdict`` (``valid``, ``invalid`` or ``unknown``) and ``verdict_reason``: a valid
-    run cut short, or one that says little (:func:`weakness`), is ``unknown``. Records the
-    faults' ``evidence`` and ``notes`` (a cluster that never recovered). Works on partial
-    runs too. A run file
+    run cut short, one whose scenario's premise failed (:func:`failed_premises`), or one
+    that says little (:func:`weakness`), is ``unknown``; any other verdict keeps its word
+    and notes the failed premise. Records the faults' ``evidence`` (with the run's
+    ``premises``) and ``notes`` (a cluster that never recovered, a failed premise). Works
+    on partial runs too. A run file
     that cannot be read as what it should be raises :class:`lab.store.StoreError`
     (``FILE:LINE: ...``; the history's own problems as its subclass
     :class:`lab.checker.HistoryError`)."""
@@ -173,11 +197,24 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     except Exception as e:  # the evidence is ours to get right; never lose the verdict
         log.exception("gathering the faults' evidence failed")
         weak = f"could not tell whether the faults bit ({type(e).__name__}: {e})"
+    failed = failed_premises(results)
+    premises = results.get("premises")
+    if isinstance(premises, list) and premises:
+        results.setdefault("evidence", {})["premises"] = premises
     if verdict == "valid" and results.get("partial"):
         # A cut-short run proves nothing good, though it can prove bad.
         verdict, reason = "unknown", f"the run ended early ({results.get('exit_reason')})"
+    elif verdict == "valid" and failed:
+        # The scenario did not happen as written: its clean history is not the one asked for.
+        verdict, reason = "unknown", "; ".join(failed)
     elif verdict == "valid" and weak:
         verdict, reason = "unknown", weak
+    if failed and reason != "; ".join(failed):
+        # An invalid run stays invalid (what it found is real), but says the scenario's
+        # premise failed, as does any other verdict not already about it.
+        reason = f"{reason} (note: {'; '.join(failed)})"
+        kept = [n for n in results.get("notes") or [] if n not in failed]
+        results["notes"] = [*kept, *failed]
     results["verdict_reason"] = reason
     results["verdict"] = verdict
     run.write_results(results)

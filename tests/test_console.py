@@ -94,6 +94,7 @@ def test_a_run_piped_into_head_still_writes_its_results(tmp_path: Path) -> None:
     assert "Traceback" not in log and "BrokenPipe" not in log, log
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
     assert results["exit_reason"] == "completed", results
-    assert results.get("verdict") in ("valid", "invalid", "unknown"), results
-    assert code == ExitCode.for_verdict(results["verdict"]), (code, results["verdict"])
+    # correct raftkv without faults: a closed stdout changes nothing about the verdict
+    assert results.get("verdict") == "valid", results.get("verdict_reason")
+    assert code == ExitCode.VALID, (code, results["verdict"])
     assert (run_dir / "index.html").is_file()

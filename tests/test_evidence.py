@@ -144,3 +144,64 @@ def test_a_scenario_whose_faults_never_started_is_unknown(tmp_path: Path) -> Non
     (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
     r = decide(d)
     assert r["verdict"] == "unknown" and "no fault of the scenario" in r["verdict_reason"]
+
+
+def with_premise(d: Path, **premise: Any) -> None:
+    """Record the run's initial_leader premise in results.json (as the runner does)."""
+    results = json.loads((d / "results.json").read_text())
+    results["premises"] = [{"premise": "initial_leader", "wanted": "n2", "got": "n2",
+                            "held": True, "delay_s": 0.0, **premise}]
+    (d / "results.json").write_text(json.dumps(results))
+
+
+def test_a_failed_premise_makes_a_valid_run_unknown_and_says_why(tmp_path: Path) -> None:
+    """The scenario wanted n2 to lead when the clients started, and n1 did: its faults
+    ran against another cluster than written, so its clean history proves little."""
+    d = write_run(tmp_path / "run", Synth().register_ops(800), check=False)
+    with_premise(d, got="n1", held=False, delay_s=21.5)
+    r = decide(d)
+    sentence = "the scenario's premise failed: initial_leader n2 was not obtained (n1 led)"
+    assert r["verdict"] == "unknown" and r["verdict_reason"] == sentence
+    assert r["checker"]["verdict"] == "valid"  # the history itself checked out
+    assert r["evidence"]["premises"] == [{"premise": "initial_leader", "wanted": "n2",
+                                          "got": "n1", "held": False, "delay_s": 21.5}]
+    assert r["evidence"]["faults_bit"] is True  # the faults' evidence is still there
+    assert "notes" not in r  # said once, as the reason
+    # checked again (raftlab analyze), the same
+    assert decide(d)["verdict_reason"] == sentence
+
+
+def test_a_failed_premise_leaves_an_invalid_run_invalid_with_a_note(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800).stale_read(), check=False)
+    with_premise(d, got=None, held=False, delay_s=20.0)
+    r = decide(d)
+    sentence = "the scenario's premise failed: initial_leader n2 was not obtained " \
+               "(no member led)"
+    assert r["verdict"] == "invalid"
+    assert r["verdict_reason"].endswith(f"(note: {sentence})"), r["verdict_reason"]
+    assert r["notes"] == [sentence]
+    assert decide(d)["notes"] == [sentence]  # not repeated by a second check
+
+
+def test_a_premise_that_held_changes_nothing_but_is_recorded(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800), check=False)
+    with_premise(d, delay_s=3.25)
+    r = decide(d)
+    assert r["verdict"] == "valid", r["verdict_reason"]
+    assert r["evidence"]["premises"][0]["held"] is True
+    assert r["evidence"]["premises"][0]["delay_s"] == 3.25
+    assert "notes" not in r and "premise" not in r["verdict_reason"]
+
+
+def test_the_runner_s_premise_record_is_what_the_verdict_reads() -> None:
+    from lab.run import initial_leader_premise
+    from lab.verdict import failed_premises
+
+    held = initial_leader_premise("n2", "n2", 0.0)
+    assert held == {"premise": "initial_leader", "wanted": "n2", "got": "n2", "held": True,
+                    "delay_s": 0.0}
+    failed = initial_leader_premise("n2", "n1", 20.41234)
+    assert failed["held"] is False and failed["delay_s"] == 20.412
+    assert failed_premises({"premises": [held, failed]}) == [
+        "the scenario's premise failed: initial_leader n2 was not obtained (n1 led)"]
+    assert failed_premises({}) == failed_premises({"premises": "garbled"}) == []

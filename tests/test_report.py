@@ -527,18 +527,25 @@ def test_a_report_that_fails_to_render_keeps_the_verdict(
 
 @pytest.mark.processes
 def test_a_real_run_ends_with_its_report(tmp_path: Path) -> None:
+    from test_run_e2e import time_limit_for
+
     script = Path(sys.executable).with_name("raftlab")
     cmd = [str(script)] if script.exists() else [sys.executable, "-c",
                                                  "import sys; from lab.cli import main; "
                                                  "sys.exit(main())"]
+    # long enough for kill-leader's first kill to start and end: correct raftkv is valid
+    limit = time_limit_for("kill-leader")
     proc = subprocess.run([*cmd, "run", "workloads/register.yaml", "faults/kill-leader.yaml",
-                           "--nodes", "3", "--time-limit", "6", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                           "--nodes", "3", "--time-limit", f"{limit:g}", "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=limit + 120)
     lines = proc.stdout.strip().splitlines()
     assert lines[-2].startswith("report: ") and lines[-2].endswith("index.html"), proc.stdout
+    assert proc.returncode == 0 and lines[-1].startswith("verdict: valid"), proc.stdout
     page = Path(lines[-2].removeprefix("report: "))
     html = page.read_text()
-    assert 'class="verdict verdict-' in html
+    assert 'class="verdict verdict-valid"' in html
+    assert "#1 kill" in html  # the kill drawn as a band
     assert_self_contained(html)
     shutil.rmtree(page.parent / "nodes", ignore_errors=True)
 
@@ -603,3 +610,87 @@ def test_a_thousand_keys_fold_into_details_with_the_invalid_ones_shown_first(
     assert shown.count('class="pill') == 1 and ">k640<" in shown
     assert "1 invalid, 999 valid" in shown
     assert folded.split("</details>")[0].count('class="pill pill-valid"') == 999
+
+
+# --------------------------------------------------------------------------- heal, premises
+
+
+def test_a_heal_is_drawn_as_heal_unnumbered_so_bands_agree_with_the_fault_count(
+        tmp_path: Path) -> None:
+    """schedule.jsonl gives a heal step ``fault: null``: it is an instant action, not one
+    of the faults counted at the top, so its band says ``heal`` and carries no number."""
+    d = write_run(tmp_path / "heal", Synth().register_ops(900), check=False)
+    heal = {"time": FAULT[1] + 500 * MS, "offset_s": 3.5, "phase": "start", "action": "heal",
+            "fault": None, "nodes": []}
+    later = [{"time": FAULT[1] + NS, "offset_s": 4.0, "phase": "start", "action": "pause",
+              "fault": 2, "nodes": ["n3"]},
+             {"time": FAULT[1] + 2 * NS, "offset_s": 5.0, "phase": "end", "action": "pause",
+              "fault": 2, "nodes": ["n3"]}]
+    _jsonl(d / "schedule.jsonl", [*schedule(), heal, *later])
+    html, page = render(d)
+    labels = re.findall(r'<text class="band-label"[^>]*>([^<]*)</text>', html)
+    assert sorted(set(labels)) == ["#1 isolate n1", "#2 pause n3", "heal"], labels
+    assert labels.count("heal") == 3  # once per time plot
+    assert " 2 faults injected by the nemesis " in page.text_of("glance")
+    assert [i.fault.label for i in analyse_faults(load_run(d)).impacts] == [
+        "#1 isolate n1", "#2 pause n3"]
+
+
+def test_what_ran_shows_the_scenario_s_timing_initial_leader_and_system_options(
+        tmp_path: Path) -> None:
+    d = write_run(tmp_path / "set", Synth().register_ops(40), check=False)
+    ran = render(d)[1].text_of("ran")
+    assert "timing" not in ran and "initial leader" not in ran and "system options" not in ran
+    sc = yaml.safe_load((d / "scenario.yaml").read_text())
+    sc["faults"].update(election_timeout=1.5, heartbeat=0.1, initial_leader="n1",
+                        system_options={"raftkv": {"max_append_entries": 1},
+                                        "etcd": {"snapshot_count": 100}})
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    results = json.loads((d / "results.json").read_text())
+    results["premises"] = [{"premise": "initial_leader", "wanted": "n1", "got": "n1",
+                            "held": True, "delay_s": 0.0}]
+    (d / "results.json").write_text(json.dumps(results))
+    ran = render(d)[1].text_of("ran")
+    assert "timing election timeout 1.50 s, heartbeat 100 ms" in ran
+    assert "initial leader n1 wanted: obtained (n1 already led)" in ran
+    assert ("system options raftkv: max_append_entries 1; etcd: snapshot_count 100 "
+            "(not used: this run is on raftkv)") in ran
+    # only the heartbeat set: the election timeout is the system's default
+    sc["faults"].update(election_timeout=None, initial_leader=None, system_options={})
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    ran = render(d)[1].text_of("ran")
+    assert "timing heartbeat 100 ms (set by the scenario; the rest is the system's default)" \
+        in ran
+    assert "initial leader" not in ran and "system options" not in ran
+
+
+def test_a_failed_premise_is_on_the_page_and_in_the_verdict(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "premise", Synth().register_ops(900), check=False)
+    sc = yaml.safe_load((d / "scenario.yaml").read_text())
+    sc["faults"]["initial_leader"] = "n2"
+    (d / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    results = json.loads((d / "results.json").read_text())
+    results["premises"] = [{"premise": "initial_leader", "wanted": "n2", "got": "n1",
+                            "held": False, "delay_s": 20.4}]
+    (d / "results.json").write_text(json.dumps(results))
+    assert decide(d)["verdict"] == "unknown"
+    html, page = render(d)
+    banner = page.text_of("verdict")
+    assert banner.startswith("UNKNOWN")
+    assert "the scenario's premise failed: initial_leader n2 was not obtained (n1 led)" \
+        in banner
+    box = page.text_of("premises-failed")
+    assert box.startswith("PREMISE FAILED The scenario's premise failed: initial_leader n2 "
+                          "was not obtained (n1 led); trying to move leadership held the "
+                          "clients and the schedule back 20.40 s."), box
+    assert page.with_class("badge-premise")
+    assert ("initial leader n2 wanted: NOT obtained, n1 led when the clients started; "
+            "moving leadership took 20.40 s") in page.text_of("ran")
+    # the premise held: no box, and What ran says how long moving leadership took
+    results["premises"][0].update(got="n2", held=True, delay_s=2.5)
+    (d / "results.json").write_text(json.dumps(results))
+    assert decide(d)["verdict"] == "valid"
+    html, page = render(d)
+    assert "premises-failed" not in html and "PREMISE FAILED" not in html
+    assert ("initial leader n2 wanted: obtained; moving leadership took 2.50 s, so the "
+            "clients and the schedule started that much later") in page.text_of("ran")

@@ -21,7 +21,7 @@ from lab.report.anomalies import CheckerView, checker_views
 from lab.rundata import RunData, load_run
 from lab.store import PAGE, RunDir, write_atomically
 from lab.systems import DEFAULT_SYSTEM
-from lab.verdict import Facts, Impact, analyse_faults
+from lab.verdict import Facts, Impact, analyse_faults, failed_premises
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 RUNS_INDEX_MARK = b'<meta name="generator" content="raftlab runs index">'
@@ -172,6 +172,7 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
         "reason": reason_of(run, checkers),
         "partial": partial_of(run),
         "exit_reason": run.results.get("exit_reason") or "no results.json",
+        "premises_failed": _premises_failed(run),
         "anomaly_count": sum(len(c.anomalies) for c in checkers),
         "by_type": by_type,
         "n_ops": len(run.ops),
@@ -227,6 +228,7 @@ def _what_ran(run: RunData) -> list[tuple[str, str]]:
         ("workload", _named(run.setting("workload"), wl.get("model") or r.get("model"),
                             wl.get("description"))),
         ("faults", _named(run.setting("faults"), None, fl.get("description"))),
+        *_scenario_settings(run, fl),
         ("seed", str(run.setting("seed", "?"))),
         ("started", _local_time(_started(run))),
         ("time limit", _secs(run.setting("time_limit"))),
@@ -237,6 +239,82 @@ def _what_ran(run: RunData) -> list[tuple[str, str]]:
         ("seeded bugs", ", ".join(map(str, bugs)) if bugs else "none"),
         ("ended", str(r.get("exit_reason", "unknown (no results.json)"))),
     ]
+
+
+def _scenario_settings(run: RunData, fl: dict[str, Any]) -> list[tuple[str, str]]:
+    """The fault scenario's settings besides its faults, each only when it set it: the
+    members' ``timing``, its ``initial_leader`` (and whether that held), its
+    ``system_options``."""
+    out: list[tuple[str, str]] = []
+    timing = [f"{what} {_secs(fl.get(key))}" for what, key in
+              (("election timeout", "election_timeout"), ("heartbeat", "heartbeat"))
+              if _is_number(fl.get(key))]
+    if timing:
+        out.append(("timing", ", ".join(timing) + " (set by the scenario; the rest is the "
+                    "system's default)" * (len(timing) == 1)))
+    want = fl.get("initial_leader")
+    if isinstance(want, str) and want:
+        out.append(("initial leader", _initial_leader(run, want)))
+    options = fl.get("system_options")
+    if isinstance(options, dict) and options:
+        system = str(run.setting("system", DEFAULT_SYSTEM))
+        parts = []
+        for name, opts in sorted(options.items(), key=lambda kv: kv[0] != system):
+            text = ", ".join(f"{k} {v}" for k, v in opts.items()) \
+                if isinstance(opts, dict) else str(opts)
+            parts.append(f"{name}: {text}" + ("" if name == system else
+                                              f" (not used: this run is on {system})"))
+        out.append(("system options", "; ".join(parts)))
+    return out
+
+
+def _premise(run: RunData, name: str) -> dict[str, Any] | None:
+    """``results.json``'s record of one of the scenario's premises, if it has one."""
+    premises = run.results.get("premises")
+    for p in premises if isinstance(premises, list) else []:
+        if isinstance(p, dict) and p.get("premise") == name:
+            return p
+    return None
+
+
+def _initial_leader(run: RunData, want: str) -> str:
+    """E.g. ``n2 wanted: obtained (moving leadership took 3.20 s, ...)``."""
+    p = _premise(run, "initial_leader")
+    if p is None:
+        return f"{want} wanted (not recorded whether it was obtained)"
+    delay = _delay(p)
+    late = (f"; moving leadership took {_secs(delay)}, so the clients and the schedule "
+            "started that much later" if delay > 0 else "")
+    if p.get("held"):
+        return f"{want} wanted: obtained" + (late or f" ({want} already led)")
+    got = p.get("got")
+    return (f"{want} wanted: NOT obtained, " + (f"{got} led" if got else "no member led")
+            + " when the clients started" + late)
+
+
+def _premises_failed(run: RunData) -> list[str]:
+    """The scenario's premises that did not hold, one sentence each, with how late the
+    schedule started because of them."""
+    out = []
+    for sentence in failed_premises(run.results):
+        text = sentence[0].upper() + sentence[1:]
+        delay = _delay(_premise(run, "initial_leader"))
+        if "initial_leader" in sentence and delay > 0:
+            text += (f"; trying to move leadership held the clients and the schedule back "
+                     f"{_secs(delay)}")
+        out.append(text + ". The faults ran at their written offsets, but not on the "
+                   "cluster the scenario assumed.")
+    return out
+
+
+def _delay(premise: dict[str, Any] | None) -> float:
+    """Seconds a premise held the clients and the schedule back (0 when not recorded)."""
+    v = premise.get("delay_s") if premise is not None else None
+    return float(v) if isinstance(v, int | float) else 0.0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _clients(concurrency: Any, rate: Any) -> str:

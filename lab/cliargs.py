@@ -39,7 +39,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr, ``raftlab: what
-    was wrong (see '... --help')``, and exit :attr:`ExitCode.BAD_INPUT` (2). Its
+    was wrong; see '... --help'``, and exit :attr:`ExitCode.BAD_INPUT` (2). Its
     subparsers are of this class too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -49,8 +49,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse says "argument --bug: ..."; the lab's own messages say "--bug: ...".
         self.exit(ExitCode.BAD_INPUT,
-                  f"raftlab: {message.removeprefix('argument ')} "
-                  f"; see '{self.prog} --help'\n")
+                  f"raftlab: {message.removeprefix('argument ')}; "
+                  f"see '{self.prog} --help'\n")
 
 
 def one_of(names: Collection[str], what: str, listed: str = "choose from"

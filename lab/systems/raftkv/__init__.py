@@ -56,4 +56,5 @@ SPEC = SystemSpec(
     votes=logs.votes,
     commit_conflicts=logs.commit_conflicts,
     leader_claims=logs.leader_claims,
+    digests=logs.digests,
 )

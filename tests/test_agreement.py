@@ -130,3 +130,42 @@ def test_the_verdict_says_not_available_for_etcd_and_no_evidence_for_silent_memb
     fabricated_run(silent, {"n1": [(256, A)], "n2": []})
     r = decide(silent)
     assert r["agreement"]["status"] == "no evidence" and r["agreement"]["silent"] == ["n2"]
+
+
+def test_the_report_shows_the_agreement_panel(tmp_path: Path) -> None:
+    from test_report import Synth, render, write_run
+
+    d_ = write_run(tmp_path / "run", Synth().register_ops(300), check=False)
+    for member, h in (("n1", B), ("n2", A), ("n3", C)):
+        log = d_ / "nodes" / member / "node.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(json.dumps({"event": "digest", "index": 256, "term": 1, "log": A,
+                                   "state": A}) + "\n"
+                       + json.dumps({"event": "digest", "index": 512, "term": 2, "log": h,
+                                     "state": h}) + "\n")
+    r = decide(d_)
+    assert r["verdict"] == "invalid" and r["agreement"]["first_divergence"]["index"] == 512
+    _, page = render(d_)
+    panel = page.text_of("agreement")
+    assert panel.startswith("Replica agreement diverge")
+    assert "members compared n1, n2, n3" in panel and "indexes compared 2" in panel
+    assert "highest common index 512" in panel
+    assert "First divergence of the applied logs: index 512" in panel
+    assert B in panel and A in panel  # both members' entries (n1 vs n2)
+    assert "members' applied logs diverge at index 512 (n1 vs n2)" in page.text_of("verdict")
+    # a run whose system offers no digests says so, and one never checked says that
+    for member in ("n1", "n2", "n3"):
+        (d_ / "nodes" / member / "node.log").write_text("started\n")
+    decide(d_)
+    panel = render(d_)[1].text_of("agreement")
+    assert "no evidence" in panel and "not a pass" in panel
+    results = json.loads((d_ / "results.json").read_text())
+    results["agreement"] = {"status": "not available", "members": [], "indexes_compared": 0,
+                            "highest_common_index": None, "first_divergence": None,
+                            "first_state_divergence": None, "silent": []}
+    (d_ / "results.json").write_text(json.dumps(results))
+    panel = render(d_)[1].text_of("agreement")
+    assert "not available" in panel and "offers no digests" in panel
+    del results["agreement"]
+    (d_ / "results.json").write_text(json.dumps(results))
+    assert "not checked" in render(d_)[1].text_of("agreement")

@@ -20,7 +20,8 @@ Modules: ``_events`` (decoding), ``_wgl`` (linearizability search), ``_register`
 (list-append), ``_stats`` (statistics and the too-weak rule), ``_result``, ``_api``,
 ``_models`` (the model names and the operations a workload of each may mix),
 ``_peer`` (where the peer histories used by tests and benchmarks live), ``_cluster``
-(the safety checks over the members' own status reports and logs).
+(the safety checks over the members' own status reports and logs), ``_agreement`` (the
+replica agreement check over the members' logged digests).
 """
 
 from lab.checker._agreement import replica_agreement

@@ -53,11 +53,13 @@ from lab.checker import (
     election_safety,
     leader_safety,
     load_history,
+    replica_agreement,
     vote_safety,
 )
 from lab.rundata import Fault, Operation, RunData, load_run
 from lab.store import RunDir, StoreError
 from lab.systems import DEFAULT_SYSTEM, spec
+from lab.systems.types import member_logs
 
 log = logging.getLogger("raftlab")
 
@@ -142,7 +144,10 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     """Decide a run's verdict and record it in ``results.json``; returns the results.
 
     Checks the history against its workload's model and the members' logs and status
-    polls against Raft's safety rules (``checker``: valid, anomalies), then decides
+    polls against Raft's safety rules (``checker``: valid, anomalies), compares the
+    members' digests of their applied logs and states (``agreement``: a divergence makes
+    the run invalid; ``not available`` and ``no evidence`` are recorded, never a pass),
+    then decides
     ``verdict`` (``valid``, ``invalid`` or ``unknown``) and ``verdict_reason``: a valid
     run cut short, one whose scenario's premise failed (:func:`failed_premises`), or one
     that says little (:func:`weakness`), is ``unknown``; any other verdict keeps its word
@@ -173,6 +178,9 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
                   if a["term"] not in logged]
     double = vote_safety(system.votes(run.nodes_dir) or [])
     lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
+    agreement, diverged = replica_agreement(
+        system.digests(run.nodes_dir), [m for m, _ in member_logs(run.nodes_dir)])
+    results["agreement"] = agreement
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
@@ -185,11 +193,16 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
         found.append("a leader's log contradicts a committed entry (" + ", ".join(
             f"{a['member']}" + (f" at index {a['index']}" if a["index"] is not None else "")
             for a in lost) + "), by the members' logs")
+    for a in diverged:
+        what = ("applied logs diverge" if a["type"] == "replica-divergence"
+                else "states differ")
+        found.append(f"members' {what} at index {a['index']} "
+                     f"({a['members'][0]} vs {a['members'][1]}), by their digests")
     if found:
         what = "; ".join(found)
         outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
         outcome.valid = False
-        outcome.anomalies = [*split, *double, *lost, *outcome.anomalies]
+        outcome.anomalies = [*split, *double, *lost, *diverged, *outcome.anomalies]
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
     try:

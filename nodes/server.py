@@ -12,6 +12,7 @@ Client protocol: see ``nodes/PROTOCOL.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import signal
@@ -33,6 +34,31 @@ from nodes.wal import WAL, WALError
 
 MAX_LINE = 1024 * 1024
 
+#: The applied-log chain before any entry (index 0): 32 zero bytes, in hex.
+GENESIS_CHAIN = "00" * 32
+
+
+def chain_step(prev: str, e: Entry) -> str:
+    """The applied-log chain after entry ``e``: ``blake2b-256(prev || canonical JSON of
+    [index, term, command])``, the command's keys sorted, so that every member (and a
+    member after a restart, whose entries come back from disk) computes the same value."""
+    h = hashlib.blake2b(bytes.fromhex(prev), digest_size=32)
+    h.update(json.dumps([e.index, e.term, e.data], sort_keys=True,
+                        separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def split_image(data: Any) -> tuple[Any, str | None]:
+    """A snapshot's ``data`` as (the state machine's image, the applied-log chain at the
+    snapshot's index, or None when unknown: a snapshot from before chains existed)."""
+    if isinstance(data, dict) and "chain" in data:
+        chain = data["chain"]
+        image = {k: v for k, v in data.items() if k != "chain"}
+        ok = isinstance(chain, str) and len(chain) == 64 and all(
+            c in "0123456789abcdef" for c in chain)
+        return image, chain if ok else None
+    return data, None
+
 
 @dataclass
 class NodeOptions:
@@ -46,6 +72,7 @@ class NodeOptions:
     election_ms: float = 150.0
     heartbeat_ms: float = 50.0
     snapshot_entries: int = 10_000
+    digest_every: int = 256  # log a ``digest`` event at every multiple of this index
     fsync: bool = True
     bugs: frozenset[str] = frozenset()
     request_timeout: float = 10.0
@@ -97,7 +124,8 @@ class Node:
         self.wal, rec = WAL.open(opts.data_dir, fsync=opts.fsync,
                                  log=lambda ev, f: self.log(ev, **f))
         try:
-            self.kv = KVStore.restore(rec.snapshot.data) if rec.snapshot else KVStore()
+            image, chain = split_image(rec.snapshot.data) if rec.snapshot else (None, None)
+            self.kv = KVStore.restore(image) if rec.snapshot else KVStore()
         except ValueError as e:
             self.wal.close()
             raise WALError(f"{opts.data_dir}: the snapshot's state-machine image is "
@@ -135,7 +163,12 @@ class Node:
         self._reads_by_index: list[tuple[int, list[_PendingRead]]] = []
         self._last_role: tuple[Role, int, str | None] = (Role.FOLLOWER, -1, None)
         self._last_vote: tuple[int, str | None] = (-1, None)
-        self._incoming_kv: tuple[int, KVStore] | None = None
+        self._incoming_kv: tuple[int, KVStore, str | None] | None = None
+        # The applied-log chain at the last applied entry (None: unknown, after a snapshot
+        # that did not carry it), and that entry's index and term.
+        self._chain: str | None = chain if rec.snapshot else GENESIS_CHAIN
+        self._applied_at = (rec.snapshot.index, rec.snapshot.term) if rec.snapshot else (0, 0)
+        self._digest_logged = -1
         self._last_commit_log, self._last_commit_term, self._last_commit_index = 0.0, -1, 0
         self.stats = {"fsyncs": 0, "entries_persisted": 0, "applied": 0, "snapshots": 0}
 
@@ -152,7 +185,8 @@ class Node:
             # Check a snapshot's image before the core adopts it: a bad one must be
             # refused here, not discovered after it replaced our log.
             try:
-                self._incoming_kv = (m.snapshot.index, KVStore.restore(m.snapshot.data))
+                image, chain = split_image(m.snapshot.data)
+                self._incoming_kv = (m.snapshot.index, KVStore.restore(image), chain)
             except ValueError as e:
                 self.log("rejected-peer-message", peer=m.src, reason=f"bad snapshot: {e}")
                 return
@@ -270,9 +304,12 @@ class Node:
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
-            index, kv = self._incoming_kv or (-1, None)
-            self.kv = kv if index == rd.snapshot.index and kv is not None else KVStore.restore(
-                rd.snapshot.data)
+            index, kv, chain = self._incoming_kv or (-1, None, None)
+            if index != rd.snapshot.index or kv is None:
+                image, chain = split_image(rd.snapshot.data)
+                kv = KVStore.restore(image)
+            self.kv, self._chain = kv, chain
+            self._applied_at = (rd.snapshot.index, rd.snapshot.term)
             self._incoming_kv = None
             for idx in [i for i in self._proposals if i <= rd.snapshot.index]:
                 # Replaced by a snapshot: we cannot tell whether our entry made it.
@@ -300,6 +337,11 @@ class Node:
     def _apply_entry(self, e: Entry) -> None:
         result = self.kv.apply(e.index, e.data) if e.data is not None else None
         self.stats["applied"] += 1
+        if self._chain is not None:
+            self._chain = chain_step(self._chain, e)
+        self._applied_at = (e.index, e.term)
+        if e.index % self.opts.digest_every == 0:
+            self.log_digest()
         pending = self._proposals.pop(e.index, None)
         if pending is None:
             return
@@ -309,6 +351,16 @@ class Node:
         else:
             # Another leader's entry took this index: ours can never commit.
             waiter.set({"ok": False, "error": "overwritten"})
+
+    def log_digest(self) -> None:
+        """Log the ``digest`` event at the last applied entry (once per index): the
+        applied-log chain (null when unknown) and the state machine's digest, which the
+        lab compares between members at every index two of them logged."""
+        index, term = self._applied_at
+        if index == self._digest_logged or index == 0:
+            return
+        self._digest_logged = index
+        self.log("digest", index=index, term=term, log=self._chain, state=self.kv.digest())
 
     def _start_reads(self) -> None:
         if not self._new_reads:
@@ -337,7 +389,10 @@ class Node:
         applied = self.raft.applied
         if applied - self.raft.log.offset < self.opts.snapshot_entries:
             return
-        snap = self.raft.compact(applied, self.kv.snapshot())
+        image: dict[str, Any] = self.kv.snapshot()
+        if self._chain is not None and self._applied_at[0] == applied:
+            image["chain"] = self._chain  # the chain at the snapshot's index
+        snap = self.raft.compact(applied, image)
         after = self.raft.log.slice(applied + 1, self.raft.log.last_index())
         hs = self._durable_hs
         await trio.to_thread.run_sync(lambda: self.wal.save_snapshot(snap, hs, after))
@@ -455,5 +510,6 @@ async def run_node(opts: NodeOptions) -> None:
                     return
 
             nursery.start_soon(wait_signal)
+    node.log_digest()
     node.wal.close()
     node.log("stopped")

@@ -634,3 +634,46 @@ def test_a_write_that_cannot_commit_is_answered_maybe_at_its_deadline(tmp_path: 
             assert waited >= 1.4, waited
 
     run(main)
+
+
+def test_digest_chains_agree_across_restarts_and_snapshot_installs(tmp_path: Path) -> None:
+    """Every member logs a ``digest`` (applied-log chain, state digest) at each multiple of
+    ``--digest-every`` and at shutdown; a member restarted from its WAL and snapshot, and
+    one that caught up by installing the leader's snapshot, continue the same chain: at
+    every index two members (or two lives of one member) logged, the digests are equal."""
+    async def main() -> None:
+        args = ["--digest-every", "16", "--snapshot-entries", "40"]
+        async with running(tmp_path, 3, extra_args=args) as cluster:
+            await wait_settled(cluster)
+            await write_all(cluster, {f"a{i}": i for i in range(60)})
+            leader = await wait_leader(cluster, 10)
+            lagger, restarted = (m for m in cluster.members if m != leader)
+            await cluster.kill(lagger)
+            await write_all(cluster, {f"b{i}": i for i in range(100)})
+            await cluster.stop(restarted)  # a clean stop: its shutdown digest, then a replay
+            cluster.start(restarted)
+            cluster.start(lagger)
+            await write_all(cluster, {f"c{i}": i for i in range(40)})
+            commit = (await status(cluster, await wait_leader(cluster, 10)))["commit"]
+            for mid in cluster.members:
+                await wait_for(cluster, lambda mid=mid: caught_up(cluster, mid, commit), 15,
+                               f"{mid} to apply {commit}")
+            installed = node_events(cluster, lagger, "snapshot-installed")
+            assert installed, "the lagger should have caught up by a snapshot"
+            await cluster.stop_all()
+            seen: dict[int, set[tuple[str, str]]] = {}
+            for mid in cluster.members:
+                digests = node_events(cluster, mid, "digest")
+                assert digests, mid
+                for d in digests:
+                    assert d["log"] is not None, (mid, d)  # every snapshot carried the chain
+                    seen.setdefault(d["index"], set()).add((d["log"], d["state"]))
+                assert any(d["index"] > installed[-1]["index"] for d in digests) or \
+                    mid != lagger
+            assert all(len(v) == 1 for v in seen.values()), seen
+            assert max(seen) >= commit and any(i % 16 == 0 for i in seen)
+            # the restarted member logged the indexes before its stop twice (two lives)
+            again = [d["index"] for d in node_events(cluster, restarted, "digest")]
+            assert len(again) > len(set(again))
+
+    run(main)

@@ -214,7 +214,8 @@ FAULT_ERRORS = [
     ("name: x\ndescription: y\nsystem_options: {etcd: {max_append_entries: 1}}\n", 3,
      "unknown option 'max_append_entries': etcd takes no system_options"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append: 1}\n", 4,
-     "unknown option 'max_append' for raftkv (expected one of: max_append_entries)"),
+     "unknown option 'max_append' for raftkv (expected one of: max_append_entries, "
+     "digest_every)"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 0}\n", 4,
      "system_options.raftkv.max_append_entries must be from 1 to"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 2s}\n", 4,

@@ -42,7 +42,7 @@ def test_every_spec_is_complete(name: str, tmp_path: Path) -> None:
         assert option.isidentifier() and 1 <= low <= high and what, option
     assert len(set(s.bugs)) == len(s.bugs) and all(b and b == b.strip() for b in s.bugs)
     assert isinstance(s.status_term_is_current, bool)
-    for read in (s.votes, s.commit_conflicts, s.leader_claims):
+    for read in (s.votes, s.commit_conflicts, s.leader_claims, s.digests):
         assert read(tmp_path / "nodes") in (None, [])  # no logs: nothing, or cannot say
 
 

@@ -9,6 +9,8 @@ Public surface (implementation lives in the private modules):
 * :func:`election_safety`, :func:`leader_safety`, :func:`vote_safety`,
   :func:`commit_safety` — Raft's safety rules checked against what the members said about
   themselves (status polls, their own logs), for the verdict (:mod:`lab.verdict`);
+* :func:`replica_agreement` — the members' digests of their applied logs and states
+  compared at every index two of them logged (``_agreement``);
 * :data:`MODELS` — the model names (and :data:`WORKLOAD_MODELS`, the ones a lab workload
   generates, with their operations): the one list, in ``_models``, that scenario files,
   their JSON Schema and ``raftlab check`` all use; ``lab.checker.cli`` is ``raftlab check``.
@@ -18,9 +20,11 @@ Modules: ``_events`` (decoding), ``_wgl`` (linearizability search), ``_register`
 (list-append), ``_stats`` (statistics and the too-weak rule), ``_result``, ``_api``,
 ``_models`` (the model names and the operations a workload of each may mix),
 ``_peer`` (where the peer histories used by tests and benchmarks live), ``_cluster``
-(the safety checks over the members' own status reports and logs).
+(the safety checks over the members' own status reports and logs), ``_agreement`` (the
+replica agreement check over the members' logged digests).
 """
 
+from lab.checker._agreement import replica_agreement
 from lab.checker._api import UnknownModelError, check_history
 from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
 from lab.checker._events import DecodedHistory, HistoryError, Op, history_from_events, load_history
@@ -41,6 +45,7 @@ __all__ = [
     "history_from_events",
     "leader_safety",
     "load_history",
+    "replica_agreement",
     "unknown_model",
     "vote_safety",
 ]

@@ -185,6 +185,7 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
         "impacts": [_impact_row(i) for i in facts.impacts],
         "skipped": [f for f in run.faults if f.skipped],
         "checkers": checkers,
+        "agreement": agreement_view(run.results.get("agreement")),
         "latency_svg": plots.latency_plot(run.ops, run.faults, t_end),
         "throughput_svg": plots.throughput_plot(run.ops, run.faults, t_end),
         "cluster_svg": plots.cluster_plot(run.polls, run.faults, t_end),
@@ -198,6 +199,46 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
         "css": (TEMPLATES / "run.css").read_text(encoding="utf-8"),
         "js": (TEMPLATES / "run.js").read_text(encoding="utf-8"),
     }
+
+
+_AGREEMENT_PILL = {"agree": "valid", "diverge": "invalid"}
+_AGREEMENT_SAYS = {
+    "agree": "The members' digests of their applied logs and states are equal at every "
+             "index two of them logged.",
+    "diverge": "Members logged different digests at one index: their applied logs or "
+               "states diverge.",
+    "not available": "This system offers no digests of its applied log: the members' "
+                     "agreement could not be checked (not a pass).",
+    "no evidence": "The members offer digests, but no index was logged by two of them: "
+                   "nothing to compare (not a pass).",
+}
+
+
+def agreement_view(agreement: Any) -> dict[str, Any]:
+    """The replica agreement panel: ``results["agreement"]`` as the verdict recorded it
+    (``status`` "not checked" when it did not)."""
+    if not isinstance(agreement, dict) or not isinstance(agreement.get("status"), str):
+        return {"status": "not checked", "pill": "unknown", "says": "The verdict recorded "
+                "no replica agreement check for this run (re-run raftlab analyze).",
+                "facts": [], "divergences": []}
+    status = agreement["status"]
+    members = agreement.get("members") or []
+    silent = agreement.get("silent") or []
+    facts = [("members compared", ", ".join(map(str, members)) or "none"),
+             ("indexes compared", str(agreement.get("indexes_compared", 0))),
+             ("highest common index", str(agreement.get("highest_common_index") or "none"))]
+    if silent:
+        facts.append(("no digest logged", ", ".join(map(str, silent)) + " (no evidence)"))
+    divergences = []
+    for what, key in (("applied logs", "first_divergence"),
+                      ("states", "first_state_divergence")):
+        div = agreement.get(key)
+        if isinstance(div, dict):
+            entries = [e for e in div.get("entries") or [] if isinstance(e, dict)]
+            divergences.append({"what": what, "index": div.get("index"), "entries": entries})
+    return {"status": status, "pill": _AGREEMENT_PILL.get(status, "unknown"),
+            "says": _AGREEMENT_SAYS.get(status, ""), "facts": facts,
+            "divergences": divergences}
 
 
 def _glance(run: RunData, facts: Facts) -> list[tuple[str, str, str]]:

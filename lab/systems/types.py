@@ -127,6 +127,20 @@ class LeaderClaim:
     line: int  # in the member's log
 
 
+@dataclass(frozen=True)
+class Digest:
+    """A member's log says: after applying the entries up to ``index``, the digest of its
+    applied log was ``log`` and of its state machine ``state`` (None: the member did not
+    know it there, e.g. after a snapshot that did not carry its log digest)."""
+
+    member: str
+    index: int
+    term: int | None
+    log: str | None
+    state: str | None
+    line: int  # in the member's log
+
+
 #: The file a member's adapter sends its output to, in the member's own folder of the
 #: run's ``nodes`` folder (``lab.store`` names it for the run directory).
 NODE_LOG = "node.log"
@@ -211,3 +225,6 @@ class SystemSpec:
     commit_conflicts: Callable[[Path], list[CommitConflict] | None] = _logs_cannot_say
     #: The "I became the leader of term T" the members logged; None: the logs cannot say.
     leader_claims: Callable[[Path], list[LeaderClaim] | None] = _logs_cannot_say
+    #: The digests of the applied log and state the members logged (replica agreement);
+    #: None: this system offers none, and the check is "not available".
+    digests: Callable[[Path], list[Digest] | None] = _logs_cannot_say

@@ -23,7 +23,7 @@ DEFAULT_TIMING = (150, 50)
 
 #: The member flags behind :func:`make`'s options.
 _FLAGS = {"election_ms": "--election-timeout-ms", "heartbeat_ms": "--heartbeat-ms",
-          "max_append_entries": "--max-append-entries"}
+          "max_append_entries": "--max-append-entries", "digest_every": "--digest-every"}
 
 
 def make(base_dir: Path, size: int, bugs: Sequence[str], options: Mapping[str, Any]
@@ -50,10 +50,15 @@ SPEC = SystemSpec(
         "max_append_entries": (1, 1_000_000, "log entries per append message (raftkv's "
                                "--max-append-entries; small values make a new leader send "
                                "an old backlog in many steps)"),
+        "digest_every": (1, 1_000_000, "log a digest of the applied log and state at "
+                         "every multiple of this index (raftkv's --digest-every, default "
+                         "256); smaller values give the replica agreement check more "
+                         "indexes to compare"),
     },
     bugs=BUGS,
     status_term_is_current=True,  # a member's status says its current term
     votes=logs.votes,
     commit_conflicts=logs.commit_conflicts,
     leader_claims=logs.leader_claims,
+    digests=logs.digests,
 )

@@ -1,5 +1,5 @@
 """What raftkv members say in their logs (JSON lines, ``nodes/PROTOCOL.md``): the votes,
-leaderships and committed-entry conflicts the cluster checks read."""
+leaderships, committed-entry conflicts and digests the cluster checks read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lab.systems.types import CommitConflict, LeaderClaim, Vote, member_logs
+from lab.systems.types import CommitConflict, Digest, LeaderClaim, Vote, member_logs
 
 
 def log_events(log: Path, event: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -60,3 +60,17 @@ def leader_claims(nodes_dir: Path) -> list[LeaderClaim]:
     return [LeaderClaim(member, rec["term"], n) for member, log in member_logs(nodes_dir)
             for n, rec in log_events(log, "role")
             if rec.get("role") == "leader" and type(rec.get("term")) is int]
+
+
+def _hex(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def digests(nodes_dir: Path) -> list[Digest]:
+    """Every ``digest`` event the members of a run logged (``{"event": "digest", "index":
+    I, "term": T, "log": HEX | null, "state": HEX}``), in log order per member; a member
+    that restarted may log one index more than once (once per life)."""
+    return [Digest(member, rec["index"], rec["term"] if type(rec.get("term")) is int else None,
+                   _hex(rec.get("log")), _hex(rec.get("state")), n)
+            for member, log in member_logs(nodes_dir) for n, rec in log_events(log, "digest")
+            if type(rec.get("index")) is int]

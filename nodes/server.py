@@ -72,7 +72,7 @@ class NodeOptions:
     election_ms: float = 150.0
     heartbeat_ms: float = 50.0
     snapshot_entries: int = 10_000
-    digest_every: int = 256  # log a ``digest`` event at every multiple of this index
+    digest_every: int = 0  # log a ``digest`` event at every multiple of this index; 0: none
     fsync: bool = True
     bugs: frozenset[str] = frozenset()
     request_timeout: float = 10.0
@@ -167,6 +167,8 @@ class Node:
         # The applied-log chain at the last applied entry (None: unknown, after a snapshot
         # that did not carry it), and that entry's index and term.
         self._chain: str | None = chain if rec.snapshot else GENESIS_CHAIN
+        if not opts.digest_every:
+            self._chain = None  # no digests kept (the chain is unknown from here on)
         self._applied_at = (rec.snapshot.index, rec.snapshot.term) if rec.snapshot else (0, 0)
         self._digest_logged = -1
         self._last_commit_log, self._last_commit_term, self._last_commit_index = 0.0, -1, 0
@@ -340,7 +342,7 @@ class Node:
         if self._chain is not None:
             self._chain = chain_step(self._chain, e)
         self._applied_at = (e.index, e.term)
-        if e.index % self.opts.digest_every == 0:
+        if self.opts.digest_every and e.index % self.opts.digest_every == 0:
             self.log_digest()
         pending = self._proposals.pop(e.index, None)
         if pending is None:
@@ -357,7 +359,7 @@ class Node:
         applied-log chain (null when unknown) and the state machine's digest, which the
         lab compares between members at every index two of them logged."""
         index, term = self._applied_at
-        if index == self._digest_logged or index == 0:
+        if not self.opts.digest_every or index == self._digest_logged or index == 0:
             return
         self._digest_logged = index
         self.log("digest", index=index, term=term, log=self._chain, state=self.kv.digest())

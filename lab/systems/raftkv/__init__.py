@@ -21,6 +21,10 @@ BUGS = ("stale-read", "forget-vote", "early-ack", "no-truncate", "old-term-commi
 #: its command line (``nodes/cli.py``), which the lab therefore does not pass.
 DEFAULT_TIMING = (150, 50)
 
+#: Members started by the lab log a digest at every multiple of this index (raftkv keeps
+#: none unless told: a digest costs every applied entry a hash).
+DIGEST_EVERY = 256
+
 #: The member flags behind :func:`make`'s options.
 _FLAGS = {"election_ms": "--election-timeout-ms", "heartbeat_ms": "--heartbeat-ms",
           "max_append_entries": "--max-append-entries", "digest_every": "--digest-every"}
@@ -31,7 +35,7 @@ def make(base_dir: Path, size: int, bugs: Sequence[str], options: Mapping[str, A
     from lab.systems.raftkv.client import RaftkvClient
     from lab.systems.raftkv.cluster import RaftkvCluster
 
-    opts = dict(options)
+    opts = {"digest_every": DIGEST_EVERY, **options}
     extra: list[str] = []
     for key, flag in _FLAGS.items():
         if opts.get(key) is not None:
@@ -50,10 +54,11 @@ SPEC = SystemSpec(
         "max_append_entries": (1, 1_000_000, "log entries per append message (raftkv's "
                                "--max-append-entries; small values make a new leader send "
                                "an old backlog in many steps)"),
-        "digest_every": (1, 1_000_000, "log a digest of the applied log and state at "
-                         "every multiple of this index (raftkv's --digest-every, default "
-                         "256); smaller values give the replica agreement check more "
-                         "indexes to compare"),
+        "digest_every": (1, 1_000_000,
+                         "log a digest of the applied log and state at every multiple of "
+                         "this index (raftkv's --digest-every; the lab's default "
+                         f"{DIGEST_EVERY}); smaller values give the replica agreement "
+                         "check more indexes to compare"),
     },
     bugs=BUGS,
     status_term_is_current=True,  # a member's status says its current term

@@ -72,7 +72,8 @@ async def demo(size: int, base: Path) -> ExitCode:
                 _say(f"  {mid}: {s['role']:<9} term {s['term']} commit {s['commit']}")
     finally:
         await cluster.stop_all()
-    left = procs.descendants_alive(cluster.pids()) + procs.listening_ports(cluster.ports())
+    left = procs.descendants_alive(cluster.pids()) + procs.listening_ports(
+        cluster.ports(), pids=cluster.pids(), marker=str(base))
     _say("stopped; processes or ports left behind: " + (str(left) if left else "none"))
     _say("the acknowledged write survived the leader's death" if ok
          else "the acknowledged write was NOT readable after failover")

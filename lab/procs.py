@@ -69,14 +69,32 @@ def descendants_alive(pids: Sequence[int]) -> list[int]:
     return alive
 
 
-def listening_ports(ports: Sequence[int]) -> list[int]:
-    """Which of ``ports`` still have a TCP listener on this machine."""
+def listening_ports(ports: Sequence[int], *, pids: Sequence[int] | None = None,
+                    marker: str | None = None) -> list[int]:
+    """Which of ``ports`` still have a TCP listener on this machine.
+
+    With ``pids`` (the processes a run started), a listener counts only if it may be one
+    of them or theirs: its process is unknown, is one of ``pids``, is in one of their
+    process groups (each child leads its own), is a child of this process, or has
+    ``marker`` (the run directory) on its command line. A port another program bound
+    after the run let it go is not the run's leftover."""
     wanted = set(ports)
     found = set()
     for c in psutil.net_connections(kind="tcp"):
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in wanted:
+        if c.status != psutil.CONN_LISTEN or not c.laddr or c.laddr.port not in wanted:
+            continue
+        if pids is None or c.pid is None or _may_be_ours(c.pid, pids, marker):
             found.add(c.laddr.port)
     return sorted(found)
+
+
+def _may_be_ours(pid: int, pids: Sequence[int], marker: str | None) -> bool:
+    try:
+        p = psutil.Process(pid)
+        return (pid in pids or os.getpgid(pid) in pids or p.ppid() == os.getpid()
+                or (marker is not None and any(marker in arg for arg in p.cmdline())))
+    except (psutil.Error, ProcessLookupError):
+        return False  # gone since: not listening any more
 
 
 #: Ports :func:`free_ports` handed out lately in this process, never handed out twice: a

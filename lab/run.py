@@ -228,7 +228,8 @@ class Experiment:
             self.history.close()
             pids = cluster.pids() + ([proxy_pid] if proxy_pid else [])
             leftovers = {"processes": procs.descendants_alive(pids),
-                         "ports": procs.listening_ports(cluster.ports() + proxy_ports)}
+                         "ports": procs.listening_ports(cluster.ports() + proxy_ports,
+                                                        pids=pids, marker=str(self.dir))}
             log.removeHandler(handler)
             handler.close()
         return self._results(observer, nemesis, leftovers)

@@ -46,7 +46,8 @@ def run(fn: Callable[[], Awaitable[Any]]) -> Any:
 
 def assert_cleaned_up(cluster: RaftkvCluster) -> None:
     assert descendants_alive(cluster.pids()) == [], "member processes outlived the test"
-    assert listening_ports(cluster.ports()) == [], "cluster ports still listening"
+    assert listening_ports(cluster.ports(), pids=cluster.pids(),
+                           marker=str(cluster.base_dir)) == [], "cluster ports still listening"
 
 
 def log_tail(cluster: RaftkvCluster, lines: int = 25) -> str:

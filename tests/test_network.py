@@ -50,7 +50,7 @@ def run(fn: Callable[[], Awaitable[Any]]) -> Any:
 def assert_gone(pid: int | None, ports: list[int]) -> None:
     assert pid is not None
     assert descendants_alive([pid]) == [], "the Toxiproxy server outlived the test"
-    assert listening_ports(ports) == [], "Toxiproxy ports still listening"
+    assert listening_ports(ports, pids=[pid]) == [], "Toxiproxy ports still listening"
 
 
 async def eventually(pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:

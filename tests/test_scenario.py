@@ -215,7 +215,7 @@ FAULT_ERRORS = [
      "unknown option 'max_append_entries': etcd takes no system_options"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append: 1}\n", 4,
      "unknown option 'max_append' for raftkv (expected one of: max_append_entries, "
-     "digest_every)"),
+     "digest_every, snapshot_entries)"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 0}\n", 4,
      "system_options.raftkv.max_append_entries must be from 1 to"),
     ("name: x\ndescription: y\nsystem_options:\n  raftkv: {max_append_entries: 2s}\n", 4,

@@ -27,7 +27,8 @@ DIGEST_EVERY = 256
 
 #: The member flags behind :func:`make`'s options.
 _FLAGS = {"election_ms": "--election-timeout-ms", "heartbeat_ms": "--heartbeat-ms",
-          "max_append_entries": "--max-append-entries", "digest_every": "--digest-every"}
+          "max_append_entries": "--max-append-entries", "digest_every": "--digest-every",
+          "snapshot_entries": "--snapshot-entries"}
 
 
 def make(base_dir: Path, size: int, bugs: Sequence[str], options: Mapping[str, Any]
@@ -59,6 +60,11 @@ SPEC = SystemSpec(
                          "this index (raftkv's --digest-every; the lab's default "
                          f"{DIGEST_EVERY}); smaller values give the replica agreement "
                          "check more indexes to compare"),
+        "snapshot_entries": (1, 1_000_000,
+                             "take a snapshot once this many entries were applied since the "
+                             "last (raftkv's --snapshot-entries, default 10000); small values "
+                             "make snapshots, log compaction and snapshot installs happen "
+                             "within short runs"),
     },
     bugs=BUGS,
     status_term_is_current=True,  # a member's status says its current term

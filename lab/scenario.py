@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,6 +135,23 @@ class RandomNemesis:
     start: float = 0.0
     stop: float | None = None  # None = until the end of the run
     action_lines: tuple[int, ...] = ()  # the line of each of ``actions`` in the file
+    # Composed mode: faults overlap (up to ``max_active``), drawn from fine-grained shapes
+    # (:mod:`lab.compose`), each undone after its own duration.
+    compose: bool = False
+    max_active: int = 1
+    # What ``start``, ``stop``, ``interval`` and ``duration`` count: seconds, or election
+    # timeouts or heartbeats of the run (:data:`RANDOM_UNITS`; :meth:`in_seconds`).
+    unit: str = "seconds"
+    unsafe: float = 0.1  # composed: the chance a draw may leave no working majority
+
+    def in_seconds(self, election: float, heartbeat: float) -> RandomNemesis:
+        """This nemesis with its numbers in seconds, for a run whose election timeout and
+        heartbeat are ``election`` and ``heartbeat`` seconds."""
+        k = {"seconds": 1.0, "election": election, "heartbeat": heartbeat}[self.unit]
+        return replace(self, unit="seconds", start=self.start * k,
+                       stop=None if self.stop is None else self.stop * k,
+                       interval=(self.interval[0] * k, self.interval[1] * k),
+                       duration=(self.duration[0] * k, self.duration[1] * k))
 
 
 @dataclass(frozen=True)
@@ -404,7 +421,17 @@ _STEP_KEYS = ("at", "action", "target", "for")
 #: error lists them the same way every run.
 _STEP_AND_PARAM_KEYS = (*_STEP_KEYS,
                         *dict.fromkeys(k for p in ACTION_PARAMS.values() for k in p))
-_RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop")
+_RANDOM_KEYS = ("interval", "duration", "actions", "targets", "start", "stop", "compose",
+                "max_active", "unit", "unsafe")
+#: What a random nemesis's numbers count (``unit``): seconds, or the run's election
+#: timeouts or heartbeats (its ``timing``, else the system's default).
+RANDOM_UNITS = ("seconds", "election", "heartbeat")
+#: The actions of a composed random nemesis (``compose: true``): the fine-grained steps
+#: the crafted scenarios use, each drawn with explicit nodes, links and parameters.
+COMPOSE_ACTIONS = ("kill", "stop", "pause", "isolate", "leader-send-only",
+                   "leader-receive-only", "cut-links", "latency")
+#: The targets of a composed random nemesis (besides node ids): each picks one member.
+COMPOSE_TARGETS = ("leader", "follower", "random")
 
 
 def _target(doc: YamlDoc, node: yaml.Node, what: str) -> tuple[str, ...]:
@@ -541,35 +568,8 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
             target = _target(doc, sm["target"][1], "target") if "target" in sm else ()
             steps.append(Step(item.start_mark.line + 1, at, action, target, dur,
                               _params(doc, action, sm)))
-    rnd = None
-    if "random" in m:
-        rnode = m["random"][1]
-        rm = doc.mapping(rnode, "random")
-        doc.check_keys(rm, _RANDOM_KEYS, ("interval", "duration", "actions"), "random", rnode)
-        actions = tuple(doc.one_of(a, (*PROCESS_ACTIONS, *NETWORK_ACTIONS), "action")
-                        for a in doc.seq(rm["actions"][1], "random.actions"))
-        if not actions:
-            raise doc.fail(rm["actions"][1], "random.actions lists no action")
-        for a, anode in zip(actions, rm["actions"][1].value, strict=True):
-            if a in ACTION_PARAMS and a not in ("latency", "bandwidth", "slice", "reset-peer"):
-                raise doc.fail(anode, f"action '{a}' needs parameters: use it in 'schedule'")
-        start = doc.duration(rm["start"][1], "random.start") if "start" in rm else 0.0
-        stop = doc.duration(rm["stop"][1], "random.stop") if "stop" in rm else None
-        if limit is not None and (start >= limit or (stop is not None and stop > limit)):
-            raise doc.fail(rnode, f"random nemesis runs past the time limit of {limit:g}s")
-        rnd = RandomNemesis(
-            line=rnode.start_mark.line + 1,
-            interval=doc.pair(rm["interval"][1], "random.interval", doc.duration),
-            duration=doc.pair(rm["duration"][1], "random.duration", doc.duration),
-            actions=actions,
-            action_lines=tuple(a.start_mark.line + 1 for a in rm["actions"][1].value),
-            targets=_target(doc, rm["targets"][1], "random.targets") if "targets" in rm
-            else ("random",),
-            start=start,
-            stop=stop,
-        )
-        if rnd.interval[1] <= 0:
-            raise doc.fail(rm["interval"][1], "random.interval must allow a pause above zero")
+    election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
+    rnd = _random(doc, m["random"][1], limit, election, heartbeat) if "random" in m else None
     if not steps and rnd is None and "schedule" in m:
         raise doc.fail(m["schedule"][1], "schedule is empty: add a step, or remove the "
                                          "'schedule' key for a scenario without faults "
@@ -581,13 +581,90 @@ def load_faults(path: Path, time_limit: float | None = None) -> FaultScenario:
         if not _NODE_ID.match(leader):
             raise doc.fail(lnode, f"initial_leader must be a node id like n1, got {leader!r}")
     _check_sites(doc, steps)
-    election, heartbeat = _timing(doc, m["timing"][1]) if "timing" in m else (None, None)
     options = parse_system_options(doc, m["system_options"][1]) if "system_options" in m else {}
     return FaultScenario(str(path), doc.string(m["name"][1], "name"),
                          doc.string(m["description"][1], "description"), own_limit,
                          tuple(steps), rnd, leader, leader_line, election, heartbeat,
                          m["timing"][1].start_mark.line + 1 if "timing" in m else 0,
                          options)
+
+
+def _random(doc: YamlDoc, rnode: yaml.Node, limit: float | None, election: float | None,
+            heartbeat: float | None) -> RandomNemesis:
+    """The ``random`` key: one fault at a time, or composed faults (``compose: true``)."""
+    rm = doc.mapping(rnode, "random")
+    doc.check_keys(rm, _RANDOM_KEYS, ("interval", "duration", "actions"), "random", rnode)
+    compose = doc.boolean(rm["compose"][1], "random.compose") if "compose" in rm else False
+    if not compose:
+        for key in ("max_active", "unsafe"):
+            if key in rm:
+                raise doc.fail(rm[key][0], f"random.{key} applies only to composed faults: "
+                                           "add 'compose: true' or remove it")
+    unit = doc.one_of(rm["unit"][1], RANDOM_UNITS, "random.unit") if "unit" in rm \
+        else "seconds"
+
+    def amount(node: yaml.Node, what: str) -> float:
+        if unit == "seconds":
+            return doc.duration(node, what)
+        v = doc.scalar(node, what)
+        if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+            raise doc.fail(node, f"{what} counts {unit} units (unit: {unit}): write a plain "
+                                 f"number of at least 0, got {v!r}")
+        return float(v)
+
+    actions = tuple(doc.one_of(a, (*PROCESS_ACTIONS, *NETWORK_ACTIONS), "action")
+                    for a in doc.seq(rm["actions"][1], "random.actions"))
+    if not actions:
+        raise doc.fail(rm["actions"][1], "random.actions lists no action")
+    for a, anode in zip(actions, rm["actions"][1].value, strict=True):
+        if compose and a not in COMPOSE_ACTIONS:
+            raise doc.fail(anode, f"action '{a}' is not one of composed faults' actions "
+                                  f"(expected one of: {', '.join(COMPOSE_ACTIONS)})")
+        if not compose and a in ACTION_PARAMS and a not in ("latency", "bandwidth", "slice",
+                                                            "reset-peer"):
+            raise doc.fail(anode, f"action '{a}' needs parameters: use it in 'schedule'"
+                                  + (" (or in composed faults, 'compose: true', which draw "
+                                     "its links)" if a == "cut-links" else ""))
+    targets = _target(doc, rm["targets"][1], "random.targets") if "targets" in rm \
+        else ("random",)
+    if compose:
+        tnode = rm["targets"][1] if "targets" in rm else rnode
+        for t in targets:
+            if t not in COMPOSE_TARGETS and not _NODE_ID.match(t):
+                raise doc.fail(tnode, f"random.targets: composed faults pick one member, so "
+                                      f"'{t}' is not allowed (expected a node id like n1, or "
+                                      f"one of: {', '.join(COMPOSE_TARGETS)})")
+    start = amount(rm["start"][1], "random.start") if "start" in rm else 0.0
+    stop = amount(rm["stop"][1], "random.stop") if "stop" in rm else None
+    max_active = 2 if compose else 1
+    if "max_active" in rm:
+        max_active = doc.integer(rm["max_active"][1], "random.max_active", 1, 100)
+    unsafe = 0.1
+    if "unsafe" in rm:
+        v = doc.scalar(rm["unsafe"][1], "random.unsafe")
+        if type(v) not in (int, float) or not 0 <= v <= 1:
+            raise doc.fail(rm["unsafe"][1], f"random.unsafe is a chance: a number from 0 to "
+                                            f"1, got {v!r}")
+        unsafe = float(v)
+    rnd = RandomNemesis(
+        line=rnode.start_mark.line + 1,
+        interval=doc.pair(rm["interval"][1], "random.interval", amount),
+        duration=doc.pair(rm["duration"][1], "random.duration", amount),
+        actions=actions,
+        action_lines=tuple(a.start_mark.line + 1 for a in rm["actions"][1].value),
+        targets=targets, start=start, stop=stop, compose=compose, max_active=max_active,
+        unit=unit, unsafe=unsafe,
+    )
+    if rnd.interval[1] <= 0:
+        raise doc.fail(rm["interval"][1], "random.interval must allow a pause above zero")
+    # In units of the run's timing, the numbers are checked against the time limit only
+    # when the scenario gives that timing (else the nemesis stops at the time limit).
+    known = {"seconds": 1.0, "election": election, "heartbeat": heartbeat}[unit]
+    if limit is not None and known is not None:
+        secs = rnd.in_seconds(election or 0.0, heartbeat or 0.0)
+        if secs.start >= limit or (secs.stop is not None and secs.stop > limit):
+            raise doc.fail(rnode, f"random nemesis runs past the time limit of {limit:g}s")
+    return rnd
 
 
 def _check_sites(doc: YamlDoc, steps: list[Step]) -> None:
@@ -780,7 +857,11 @@ def json_schema() -> dict[str, Any]:
                            "actions": {"type": "array", "minItems": 1,
                                        "items": {"enum": [*PROCESS_ACTIONS,
                                                           *NETWORK_ACTIONS]}},
-                           "targets": target, "start": duration, "stop": duration}},
+                           "targets": target, "start": duration, "stop": duration,
+                           "compose": {"type": "boolean"},
+                           "max_active": {"type": "integer", "minimum": 1, "maximum": 100},
+                           "unit": {"enum": list(RANDOM_UNITS)},
+                           "unsafe": {"type": "number", "minimum": 0, "maximum": 1}}},
         },
     }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",

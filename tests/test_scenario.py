@@ -262,6 +262,82 @@ FAULT_ERRORS = [
 ]
 
 
+_COMPOSED = "name: x\ndescription: y\nrandom:\n  compose: true\n"
+_RANGES = "  interval: [0.5, 2]\n  duration: [1, 3]\n  actions: [kill, cut-links]\n"
+COMPOSE_ERRORS = [
+    (_COMPOSED + "  unit: minutes\n" + _RANGES, 5,
+     "unknown random.unit 'minutes' (expected one of: seconds, election, heartbeat)"),
+    (_COMPOSED + "  max_active: 0\n" + _RANGES, 5, "random.max_active must be from 1 to 100"),
+    (_COMPOSED + "  unsafe: 1.5\n" + _RANGES, 5,
+     "random.unsafe is a chance: a number from 0 to 1, got 1.5"),
+    (_COMPOSED + "  unsafe: -0.1\n" + _RANGES, 5, "random.unsafe is a chance"),
+    (_COMPOSED + "  unsafe: often\n" + _RANGES, 5, "random.unsafe is a chance"),
+    (_COMPOSED + "  compose: false\n" + _RANGES, 5, "key 'compose' appears twice"),
+    ("name: x\ndescription: y\nrandom:\n  max_active: 3\n  interval: [1s, 2s]\n"
+     "  duration: [1s, 2s]\n  actions: [kill]\n", 4,
+     "random.max_active applies only to composed faults: add 'compose: true' or remove it"),
+    ("name: x\ndescription: y\nrandom:\n  interval: [1s, 2s]\n  duration: [1s, 2s]\n"
+     "  actions: [kill]\n  unsafe: 0.5\n", 7, "random.unsafe applies only to composed faults"),
+    ("name: x\ndescription: y\nrandom:\n  compose: yes please\n" + _RANGES, 4,
+     "random.compose must be true or false"),
+    ("name: x\ndescription: y\nrandom:\n  interval: [1s, 2s]\n  duration: [1s, 2s]\n"
+     "  actions: [kill, cut-links]\n", 6,
+     "action 'cut-links' needs parameters: use it in 'schedule' (or in composed faults"),
+    (_COMPOSED + "  interval: [0.5, 2]\n  duration: [1, 3]\n  actions: [kill, bridge]\n", 7,
+     "action 'bridge' is not one of composed faults' actions (expected one of: kill, stop, "
+     "pause, isolate, leader-send-only, leader-receive-only, cut-links, latency)"),
+    (_COMPOSED + _RANGES + "  targets: [leader, minority]\n", 8,
+     "random.targets: composed faults pick one member, so 'minority' is not allowed"),
+    (_COMPOSED + "  unit: election\n  interval: [0.5, 2s]\n  duration: [1, 3]\n"
+     "  actions: [kill]\n", 6,
+     "random.interval counts election units (unit: election): write a plain number"),
+    ("name: x\ndescription: y\ntime_limit: 10s\ntiming: {election: 1s}\nrandom:\n"
+     "  unit: election\n  start: 12\n  interval: [1, 2]\n  duration: [1, 2]\n"
+     "  actions: [kill]\n", 6, "random nemesis runs past the time limit of 10s"),
+]
+
+
+@pytest.mark.parametrize("text,line,message", COMPOSE_ERRORS)
+def test_composed_random_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int,
+                                                        message: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as e:
+        load_faults(p)
+    assert (e.value.line, str(e.value)[:len(f"{p}:{line}: ")]) == (line, f"{p}:{line}: "), \
+        str(e.value)
+    assert message in e.value.message, str(e.value)
+
+
+def test_a_composed_random_nemesis_loads_with_its_defaults(tmp_path: Path) -> None:
+    r = load_faults(write(tmp_path, _COMPOSED + "  unit: election\n" + _RANGES)).random
+    assert r is not None
+    assert (r.compose, r.max_active, r.unit, r.unsafe) == (True, 2, "election", 0.1)
+    assert (r.interval, r.duration) == ((0.5, 2.0), (1.0, 3.0))
+    secs = r.in_seconds(0.2, 0.05)
+    assert (secs.unit, secs.start) == ("seconds", 0.0)
+    assert secs.interval == pytest.approx((0.1, 0.4))
+    assert secs.duration == pytest.approx((0.2, 0.6))
+    assert r.in_seconds(0.2, 0.05) == r.in_seconds(0.2, 0.07)  # heartbeats do not count
+    plain = load_faults(write(tmp_path, "name: x\ndescription: y\nrandom:\n"
+                                        "  interval: [1s, 2s]\n  duration: [500ms, 2s]\n"
+                                        "  actions: [kill]\n")).random
+    assert plain is not None
+    assert (plain.compose, plain.max_active, plain.unit) == (False, 1, "seconds")
+    assert plain.in_seconds(0.2, 0.05) == plain
+    hb = load_faults(write(tmp_path, "name: x\ndescription: y\nrandom:\n  unit: heartbeat\n"
+                                     "  start: 4\n  interval: [1, 2]\n  duration: [2, 4]\n"
+                                     "  actions: [pause]\n")).random
+    assert hb is not None and hb.in_seconds(0.3, 0.05).start == pytest.approx(0.2)
+
+
+def test_json_schema_knows_the_composed_keys() -> None:
+    props = json_schema()["$defs"]["faults"]["properties"]["random"]["properties"]
+    assert props["unit"]["enum"] == ["seconds", "election", "heartbeat"]
+    assert props["compose"] == {"type": "boolean"}
+    assert (props["unsafe"]["minimum"], props["unsafe"]["maximum"]) == (0, 1)
+    assert props["max_active"]["minimum"] == 1
+
+
 @pytest.mark.parametrize("text,line,message", FAULT_ERRORS)
 def test_fault_file_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int,
                                                    message: str) -> None:

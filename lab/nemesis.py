@@ -20,10 +20,17 @@ from typing import IO, Any, Protocol
 
 import trio
 
-from lab import topology
+from lab import compose, topology
 from lab.history import History
 from lab.network import Network, NetworkFault
-from lab.scenario import PROCESS_ACTIONS, UNTARGETED, FaultScenario, Step
+from lab.scenario import PROCESS_ACTIONS, UNTARGETED, FaultScenario, RandomNemesis, Step
+
+#: How many times a composed round draws again before it skips (every draw impossible,
+#: or leaving no working majority and not taken for its ``unsafe`` chance).
+COMPOSE_ATTEMPTS = 4
+#: A composed fault that may leave no working majority lasts at most this many election
+#: timeouts.
+UNSAFE_ELECTIONS = 2.0
 
 
 class Cluster(Protocol):
@@ -52,7 +59,8 @@ class ActiveFault:
 class Nemesis:
     def __init__(self, scenario: FaultScenario, cluster: Cluster, network: Network,
                  history: History, schedule_path: Path, rng: random.Random,
-                 leader: Callable[[], str | None], restart_delay: float = 0.0) -> None:
+                 leader: Callable[[], str | None], restart_delay: float = 0.0,
+                 timing: tuple[float, float] | None = None) -> None:
         self.scenario = scenario
         self.cluster = cluster
         self.net = network
@@ -60,6 +68,11 @@ class Nemesis:
         self.rng = rng
         self.leader = leader
         self.restart_delay = restart_delay  # seconds between a restart's stop and start
+        # The run's effective election timeout and heartbeat (seconds): what a random
+        # nemesis's ``unit`` counts, and the scale of composed latencies.
+        self.timing = timing or (scenario.election_timeout or 0.15, scenario.heartbeat or 0.05)
+        # The random nemesis in seconds (``results.json``'s ``random``), once it started.
+        self.random_info: dict[str, Any] | None = None
         self.nodes = list(cluster.members)
         self._log: IO[str] = open(schedule_path, "a", encoding="utf-8")  # noqa: SIM115
         self._active: dict[int, ActiveFault] = {}
@@ -95,9 +108,25 @@ class Nemesis:
             await trio.sleep(step.duration)
             await self.undo(fault)
 
-    async def _random(self, t0: float, time_limit: float) -> None:
+    def resolved_random(self) -> RandomNemesis | None:
+        """The scenario's random nemesis with its numbers in seconds (its ``unit`` resolved
+        with the run's timing)."""
         r = self.scenario.random
-        assert r is not None
+        return None if r is None else r.in_seconds(*self.timing)
+
+    async def _random(self, t0: float, time_limit: float) -> None:
+        r = self.resolved_random()
+        assert r is not None and self.scenario.random is not None
+        self.random_info = {"unit": self.scenario.random.unit, "compose": r.compose,
+                            "election_s": self.timing[0], "heartbeat_s": self.timing[1],
+                            "start_s": round(r.start, 3),
+                            "stop_s": None if r.stop is None else round(r.stop, 3),
+                            "interval_s": [round(x, 3) for x in r.interval],
+                            "duration_s": [round(x, 3) for x in r.duration]}
+        if r.compose:
+            self.random_info.update(max_active=r.max_active, unsafe=r.unsafe)
+            await self._composed(r, t0, time_limit)
+            return
         stop = min(time_limit, r.stop) if r.stop is not None else time_limit
         await trio.sleep_until(t0 + r.start)
         while True:
@@ -114,6 +143,72 @@ class Nemesis:
             if fault is not None:
                 await trio.sleep(duration)
                 await self.undo(fault)
+
+    async def _composed(self, r: RandomNemesis, t0: float, time_limit: float) -> None:
+        """Composed faults: up to ``max_active`` at once, a new one every ``interval``,
+        each undone after its own ``duration`` (:mod:`lab.compose` draws them)."""
+        stop = min(time_limit, r.stop) if r.stop is not None else time_limit
+        mine: set[int] = set()
+        ended = trio.Event()
+
+        async def end_after(fault: ActiveFault, duration: float) -> None:
+            nonlocal ended
+            await trio.sleep(duration)
+            await self.undo(fault)
+            mine.discard(fault.id)
+            ended.set()
+            ended = trio.Event()
+
+        await trio.sleep_until(t0 + r.start)
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(self.rng.uniform(*r.interval))
+                while len(mine) >= r.max_active:
+                    await ended.wait()
+                duration = self.rng.uniform(*r.duration)
+                left = stop - (trio.current_time() - t0)
+                if left < max(r.duration[0], 0.001):
+                    return  # no fault fits before the end any more
+                duration = min(duration, left)
+                picked = self._compose_draw(r)
+                if picked is None:
+                    continue
+                d, safe = picked
+                if not safe:
+                    duration = min(duration, UNSAFE_ELECTIONS * self.timing[0])
+                note = {"compose": {**d.note(), "safe": safe}}
+                fault = await self.apply(d.action, d.nodes, d.params, note=note)
+                if fault is not None:
+                    mine.add(fault.id)
+                    nursery.start_soon(end_after, fault, duration)
+
+    def _compose_state(self) -> compose.State:
+        cuts = frozenset().union(*(f.network.links for f in self._active.values()
+                                   if f.network is not None and f.network.kind == "cut"))
+        return compose.State(tuple(self.nodes), self.leader(), frozenset(self.down),
+                             frozenset(self.paused), cuts)
+
+    def _compose_draw(self, r: RandomNemesis) -> tuple[compose.Draw, bool] | None:
+        """A composed fault to start now and whether it keeps a working majority; None
+        (and a ``skipped`` record) if no draw of this round may start."""
+        state = self._compose_state()
+        why = "no draw could be made"
+        action = r.actions[0]
+        for _ in range(COMPOSE_ATTEMPTS):
+            action = self.rng.choice(r.actions)
+            target = self.rng.choice(r.targets)
+            d = compose.draw(action, target, state, self.rng, *self.timing)
+            if d is None:
+                why = (f"{action} on {target}: it would leave fewer than a majority running"
+                       if action in compose.PROCESS else f"{action}: no member for {target}")
+                continue
+            if compose.keeps_majority(state, d):
+                return d, True
+            if self.rng.random() < r.unsafe:
+                return d, False
+            why = f"{action} ({d.shape}) would leave no working majority"
+        self._record(action, "skipped", [], {"reason": f"composed: {why}"})
+        return None
 
     # ------------------------------------------------------------------ targets
 
@@ -147,7 +242,8 @@ class Nemesis:
     # ------------------------------------------------------------------ actions
 
     async def apply(self, action: str, target: tuple[str, ...], params: dict[str, Any],
-                    step_line: int | None = None) -> ActiveFault | None:
+                    step_line: int | None = None, note: dict[str, Any] | None = None
+                    ) -> ActiveFault | None:
         """Start one fault now. Returns the active fault, or None if it could not bite
         (e.g. ``leader`` while there is none) or cannot be undone (``heal``)."""
         if action == "heal":
@@ -161,6 +257,8 @@ class Nemesis:
         info: dict[str, Any] = {"params": params} if params else {}
         if step_line is not None:
             info["step_line"] = step_line
+        if note:
+            info.update(note)
         if action in PROCESS_ACTIONS:
             if not nodes:
                 self._record(action, "skipped", [], {"reason": f"target {target} resolved "

@@ -41,6 +41,7 @@ from lab.systems import (
     SystemClient,
     SystemCluster,
     make_system,
+    spec,
     to_ms,
 )
 from lab.toxiclient import open_toxiproxy
@@ -165,6 +166,12 @@ class Experiment:
             resolved["replay_of"] = self.opts.replay_of
         self.run_dir.write_scenario(resolved)
 
+    def timing(self) -> tuple[float, float]:
+        """The run's election timeout and heartbeat (seconds): the scenario's ``timing``,
+        else the system's default."""
+        e0, h0 = spec(self.opts.system).default_timing
+        return (self.faults.election_timeout or e0 / 1000, self.faults.heartbeat or h0 / 1000)
+
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> dict[str, Any]:
@@ -207,7 +214,8 @@ class Experiment:
                             try:
                                 nemesis = Nemesis(self.faults, cluster, net, self.history,
                                                   rd.schedule_path, self.rng,
-                                                  lambda: observer.leader)
+                                                  lambda: observer.leader,
+                                                  timing=self.timing())
                                 await self._experiment(cluster, net, observer, nemesis)
                             finally:
                                 with trio.CancelScope(shield=True):
@@ -438,6 +446,8 @@ class Experiment:
             "nemesis_events": h.nemesis_events,
             "leaders": [{"term": t, "leader": n} for t, n in observer.leaders_seen],
             "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
+            # the random nemesis as it ran: its unit resolved to seconds with the run's timing
+            "random": nemesis.random_info if nemesis is not None else None,
             # history time (s) the scenario's offsets count from (clients and nemesis start)
             "initial_leader": getattr(self, "initial_leader", None),  # when clients started
             "premises": self.premises,

@@ -526,3 +526,43 @@ def test_fast_path_hands_a_stalled_link_to_a_task_and_takes_it_back() -> None:
     got, watched = trio.run(main)
     assert watched == [2, 1, 2]
     assert got == payload + b"!"
+
+
+@pytest.mark.parametrize("order", ["first-added-first", "last-added-first"])
+def test_two_timeouts_on_one_link_close_it_once_both_are_removed(order: str) -> None:
+    """Two overlapping cuts of one directed link are two ``timeout`` toxics on one
+    stream. Removing one closes the link (upstream's rule), but the other still holds the
+    end; once that one is removed too, the connection must close, whichever went first
+    (a connection left open and never read again would cut the link for good)."""
+
+    async def main() -> bytes:
+        async with trio.open_nursery() as nursery:
+            echo_port = await nursery.start(_echo_server)
+            server = await nursery.start(ToxiproxyServer("127.0.0.1", 0).run)
+            proxy = server.collection.new("cut", "127.0.0.1:0", f"127.0.0.1:{echo_port}")
+            await server.collection.add(proxy, True)
+            host, port = proxy.listen.rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(b"hello")
+            assert await stream.receive_some(5) == b"hello"
+            a = Toxic("a", KINDS["timeout"], "upstream", "upstream", 1.0, {"timeout": 0})
+            b = Toxic("b", KINDS["timeout"], "upstream", "upstream", 1.0, {"timeout": 0})
+            proxy.add_toxic(a)
+            proxy.add_toxic(b)
+            await stream.send_all(b"lost")
+            await trio.sleep(0.05)
+            for toxic in ([a, b] if order == "first-added-first" else [b, a]):
+                proxy.remove_toxic(toxic)
+                await trio.sleep(0.05)
+            with trio.fail_after(3):
+                got = b""
+                try:
+                    while data := await stream.receive_some(100):
+                        got += data
+                except trio.BrokenResourceError:
+                    pass
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        return got
+
+    assert trio.run(main) == b""

@@ -417,12 +417,27 @@ class Link:
 
     def remove_toxic(self, toxic: Toxic) -> None:
         """Remove the toxic's stage, handing on what it held; a timeout closes the link."""
-        if self.finished:
-            return
         index = self._index(toxic)
         if index is None:
             return
         stage = self.stages[index]
+        if self.finished:
+            # The link has ended, and its end (EOF) travels down the pipeline. A later
+            # timeout still holds it (two cuts of one link: the first removed closed the
+            # link into the second): removing that one hands the end on, or the
+            # connection would stay open, never read again.
+            if toxic.kind.closes_on_remove and stage.active:
+                end = self._queue_after_index(index)
+                self._stop_run(stage)
+                held = stage.inq
+                stage.inq = None
+                stage.active = False
+                self.n_active -= 1
+                if held is not None:
+                    held.wake_putters()
+                del self.stages[index]
+                end.append(Chunk(None, trio.current_time()))
+            return
         if toxic.kind.closes_on_remove:
             out = self._queue_after_index(index) if self.tail is not None else None
             if stage.active:

@@ -145,7 +145,7 @@ class Explorer:
 
     def __init__(self, plan: Plan, run: RunFn, *, shrink: ShrinkFn | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 say: Callable[[str], None] = say) -> None:
+                 say: Callable[[str], object] = say) -> None:
         self.plan = plan
         self.run_one = run
         self.shrink_fn = shrink

@@ -185,9 +185,10 @@ class Explorer:
                 o.verdict, o.reason = "unknown", "interrupted during this run"
             self.runs.append(o)
             if o.verdict not in ("error", "unknown") or o.seconds > self.plan.time_limit:
-                # learn what a run costs beyond its time limit (a crash at once says little)
-                self.overhead = max(self.overhead * 0.5
-                                    + (o.seconds - self.plan.time_limit) * 0.5, 5.0)
+                # learn what a run costs beyond its time limit (a crash at once says
+                # little): the last run's, or more while the older ones weigh in
+                last = o.seconds - self.plan.time_limit
+                self.overhead = max(last, self.overhead * 0.5 + last * 0.5, 5.0)
             errors_in_row = errors_in_row + 1 if o.verdict == "error" else 0
             self.say(self.progress(o))
             if o.verdict == "invalid" and self.first_anomaly is None:
@@ -205,7 +206,9 @@ class Explorer:
     def progress(self, o: RunOutcome) -> str:
         anomalies = sum(r.verdict == "invalid" for r in self.runs)
         elections = sum(r.elections for r in self.runs)
-        why = f" ({o.reason})" if o.verdict != "valid" and o.reason else ""
+        reason = o.reason.split(": ")[0] if len(o.reason) > 60 else o.reason
+        reason = reason if len(reason) <= 60 else reason[:57] + "..."
+        why = f" ({reason})" if o.verdict != "valid" and reason else ""
         return (f"run {o.k + 1}  seed {o.seed}  {_clock(self.elapsed())}/"
                 f"{_clock(self.plan.budget)}  {o.verdict}{why} in {o.seconds:.0f} s  "
                 f"elections {o.elections} (total {elections})  anomalies {anomalies}")

@@ -236,12 +236,18 @@ class Explorer:
         target = self.plan.out / f"{faults}-shrunk.yaml"
         self.say(f"\nshrinking run {o.k + 1} ({o.run_dir}), budget {_clock(budget)}")
         t = self.clock()
-        code = int(self.shrink_fn(Path(o.run_dir), target, budget))
+        failure = None
+        try:
+            code = int(self.shrink_fn(Path(o.run_dir), target, budget))
+        except Exception as e:  # the anomaly stands whatever becomes of its shrink
+            failure = f"the shrink failed ({type(e).__name__}: {e})"
+            self.say(f"explore: {failure}")
+            code = ExitCode.UNKNOWN
         self.shrink_result = {
             "run_dir": o.run_dir, "exit_code": code, "budget_s": round(budget, 1),
             "seconds": round(self.clock() - t, 1),
             "scenario": str(target) if code == ExitCode.VALID and target.exists() else None,
-            "result": {0: "a smaller failing scenario (or the original is minimal)",
+            "result": failure or {0: "a smaller failing scenario (or the original is minimal)",
                        2: "the run could not be shrunk (bad input)",
                        3: "nothing failed again within the shrink's budget"}.get(
                            code, f"the shrink exited with {code}")}

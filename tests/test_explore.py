@@ -132,6 +132,21 @@ def test_the_page_links_every_run_and_the_shrunk_scenario_relatively(tmp_path: P
     assert "100 to 101" in text  # the seeds
 
 
+def test_a_failing_shrink_leaves_the_anomaly_standing(tmp_path: Path) -> None:
+    p = plan(tmp_path)
+    ex, _ = explorer(p, ["invalid"])
+
+    def broken(run_dir: Path, out: Path, budget: float) -> int:
+        raise OSError("disk full")
+
+    ex.shrink_fn = broken
+    assert ex.explore() == ExitCode.INVALID
+    s = summary(p)
+    assert s["shrink"]["exit_code"] == 3 and s["shrink"]["scenario"] is None
+    assert "disk full" in s["shrink"]["result"]
+    assert s["exit_code"] == 1
+
+
 def test_keep_going_runs_out_the_budget_and_shrinks_the_first(tmp_path: Path) -> None:
     p = plan(tmp_path, keep_going=True, budget=200.0)
     shrunk: list[tuple[Path, Path, float]] = []

@@ -160,6 +160,7 @@ class Explorer:
         self.time_to_first: float | None = None
         self.shrink_result: dict[str, Any] | None = None
         self.overhead = FIRST_OVERHEAD
+        self.loop_seconds: float | None = None  # the runs' time, once the loop has ended
 
     def elapsed(self) -> float:
         return self.clock() - self.t0
@@ -198,6 +199,7 @@ class Explorer:
             if o.verdict == "invalid" and not self.plan.keep_going:
                 self.stop_reason = "anomaly"
                 break
+        self.loop_seconds = self.elapsed()
         if self.first_anomaly is not None and self.plan.shrink and not self.stopping:
             self._shrink(self.first_anomaly)
         self.write()
@@ -263,6 +265,8 @@ class Explorer:
             "nodes": p.nodes, "time_limit": p.time_limit, "bugs": list(p.bugs),
             "first_seed": p.seed, "budget_s": p.budget, "keep_going": p.keep_going,
             "started": self.started_wall, "seconds": round(self.elapsed(), 1),
+            "loop_seconds": round(self.loop_seconds if self.loop_seconds is not None
+                                  else self.elapsed(), 1),
             "stop_reason": self.stop_reason or "running",
             "max_errors_in_row": MAX_ERRORS_IN_ROW,
             "counts": counts, "elections": sum(r.elections for r in self.runs),
@@ -418,7 +422,7 @@ def explore_cli(workload: str, faults: str | None, *, system: str, nodes: int,
     s = ex.summary()
     say("")
     c = s["counts"]
-    say(f"{len(ex.runs)} run{'s' * (len(ex.runs) != 1)} in {_clock(s['seconds'])} "
+    say(f"{len(ex.runs)} run{'s' * (len(ex.runs) != 1)} in {_clock(s['loop_seconds'])} "
         f"(seeds {seed}..{seed + max(len(ex.runs) - 1, 0)}): "
         + ", ".join(f"{c[v]} {v}" for v in VERDICTS)
         + f"; elections seen: {s['elections']}; stopped: {s['stop_reason']}")

@@ -101,6 +101,7 @@ def test_stops_at_the_first_anomaly_and_shrinks_it(tmp_path: Path) -> None:
     assert [r["verdict"] for r in s["runs"]] == ["valid", "unknown", "valid", "invalid"]
     assert s["stop_reason"] == "anomaly" and s["exit_code"] == 1
     assert s["runs_to_first_anomaly"] == 4 and s["time_to_first_anomaly_s"] == 100.0
+    assert s["loop_seconds"] == 100.0
     assert s["counts"] == {"valid": 2, "invalid": 1, "unknown": 1, "error": 0}
     assert s["elections"] == 1 + 2 + 3 + 4
     assert s["first_anomaly"]["seed"] == 103

@@ -443,6 +443,9 @@ def validate(a: argparse.Namespace) -> str | None:
     anything starts: why the arguments cannot work together, in one line (exit 2), or
     None. Fills in ``raftlab run``'s :data:`RUN_DEFAULTS` once it has seen which of
     them were given."""
+    if a.cmd == "explore":
+        why = bugs_problem(spec(a.system), a.bug)
+        return f"--bug: {why}" if why else None
     if a.cmd != "run":
         return None
     given = [flag for dest, flag in REPLAY_FIXED.items() if getattr(a, dest) is not None]
@@ -680,6 +683,77 @@ matrix': it writes OUT/nightly/<date>/ and prints the matrix.""",
     ma.set_defaults(func=lambda a, argv: _suite(a.suite, a.out))
 
 
+def _add_explore(sub: Any) -> None:
+    ex = sub.add_parser(
+        "explore", help="many short runs with fresh seeds, until the first anomaly",
+        description="""\
+Explore: run the same experiment again and again with a fresh seed each time (run k
+uses SEED+k), one 'raftlab run' process each, until a run is invalid or the budget is
+spent, then shrink the failing run into a smaller fault scenario. A run is started only
+if it should fit in what is left of the budget. Unknown runs are counted and the loop
+goes on; it stops after 3 crashed runs in a row. One progress line per run: the seed,
+the time spent of the budget, the run's verdict, the elections seen (distinct leader
+terms) and the anomalies so far.
+
+It writes OUT/: explore.json (every run, rewritten after each), index.html (the
+exploration's page: each run linked to its report, the time to the first anomaly, the
+shrunk scenario), runs/ (the run directories), console/ (each run's output) and, after
+an anomaly, <faults>-shrunk.yaml and the shrink's work directory runs/shrink/.""",
+        epilog="""\
+exit codes:
+  0  no anomaly found within the budget
+  1  an anomaly was found (its run directory, report and shrunk scenario are printed)
+  2  bad input or usage, said in one line before anything runs
+  3  no anomaly, and the exploration was interrupted or stopped by crashed runs
+
+examples:
+  raftlab explore register --budget 30m
+  raftlab explore register isolate-leader --bug stale-read --nodes 3 --budget 5m
+  raftlab explore set mixed --time-limit 15s --keep-going --no-shrink""")
+    ex.add_argument("workload", metavar="WORKLOAD",
+                    help="a workload file, or a built-in one by name, e.g. register")
+    ex.add_argument("faults", nargs="?", default=None, metavar="FAULTS",
+                    help="a fault-scenario file, or a built-in one by name (default: "
+                         "explore, or mixed where faults/explore.yaml is not there)")
+    ex.add_argument("--budget", type=_duration, default="10m", metavar="DURATION",
+                    help="wall-clock budget of the runs, e.g. 30m, 90s, 1h (default: 10m)")
+    ex.add_argument("--time-limit", type=_duration, default="20s", metavar="DURATION",
+                    help="each run's time limit, as 'raftlab run --time-limit' (default: 20s)")
+    ex.add_argument("--nodes", type=whole_number(1, 9), default=5, metavar="N",
+                    help="cluster size, 1 to 9")
+    ex.add_argument("--system", type=one_of(SYSTEMS, "system"), default=DEFAULT_SYSTEM,
+                    metavar="SYSTEM", help=f"the system under test: {', '.join(SYSTEMS)}")
+    ex.add_argument("--bug", action="append", default=[],
+                    type=one_of(all_bugs(), "bug", "seeded bugs:"), metavar="NAME",
+                    help="switch on a seeded bug in every run (repeatable), as 'raftlab "
+                         "run --bug' (default: none)")
+    ex.add_argument("--seed", type=whole_number(0), default=None, metavar="N",
+                    help="the first run's seed; run k uses N+k (default: from the clock, "
+                         "printed)")
+    ex.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help="a new folder for everything (default: "
+                         "reports/explore-<time>/)")
+    ex.add_argument("--shrink", action=argparse.BooleanOptionalAction, default=True,
+                    help="shrink the first anomaly into a smaller fault scenario "
+                         "(default: yes)")
+    ex.add_argument("--shrink-budget", type=_duration, default=None, metavar="DURATION",
+                    help="the shrink's wall-clock budget (default: what is left of "
+                         "--budget, at least 5m)")
+    ex.add_argument("--keep-going", action="store_true",
+                    help="do not stop at the first anomaly: run out the budget and count "
+                         "them all (the first one is shrunk)")
+    ex.set_defaults(func=lambda a, argv: _explore(a))
+
+
+def _explore(a: argparse.Namespace) -> ExitCode:
+    from lab.explore import explore_cli
+
+    return explore_cli(a.workload, a.faults, system=a.system, nodes=a.nodes,
+                       time_limit=a.time_limit, bugs=a.bug, seed=a.seed, budget=a.budget,
+                       out=a.out, shrink=a.shrink, shrink_budget=a.shrink_budget,
+                       keep_going=a.keep_going)
+
+
 def _suite(name: str, out: Path) -> ExitCode:
     from lab.suite import run_suite_cli
 
@@ -705,6 +779,7 @@ Start with 'raftlab list', then 'raftlab run'; 'raftlab COMMAND --help' says mor
     _add_checking(sub)
     _add_reports(sub)
     _add_suites(sub)
+    _add_explore(sub)
     _add_validate(sub)
     sub.add_parser("schema", help="print a JSON Schema of workload and fault files",
                    description="Print a JSON Schema of workload and fault-scenario files "

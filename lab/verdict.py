@@ -59,7 +59,7 @@ from lab.checker import (
 from lab.rundata import Fault, Operation, RunData, load_run
 from lab.store import RunDir, StoreError
 from lab.systems import DEFAULT_SYSTEM, spec
-from lab.systems.types import member_logs
+from lab.systems.types import Digest, SystemSpec, read_polled_digests, run_members
 
 log = logging.getLogger("raftlab")
 
@@ -140,6 +140,19 @@ def _plans_faults(run_dir: Path) -> bool:
     return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
+def run_digests(system: SystemSpec, run: RunDir) -> list[Digest] | None:
+    """The digests of a run's members: those their logs hold (``SystemSpec.digests``)
+    and those the lab asked them for while it ran (``SystemSpec.digest_poller``, in the
+    run's ``digests.jsonl``). None: the system offers neither (or could not be asked)."""
+    logged = system.digests(run.nodes_dir)
+    if system.digest_poller is None:
+        return logged
+    polled = read_polled_digests(run.digests_path)
+    if logged is None and polled is None:
+        return None
+    return [*(logged or []), *(polled or [])]
+
+
 def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Decide a run's verdict and record it in ``results.json``; returns the results.
 
@@ -171,6 +184,7 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     outcome = check_history(load_history(run.history_path), model,
                             time_limit=time_limit, options=options)
     system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
+    members = run_members(run.nodes_dir)
     split = leader_safety(system.leader_claims(run.nodes_dir) or [])
     if system.status_term_is_current:
         logged = {a["term"] for a in split}
@@ -178,8 +192,7 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
                   if a["term"] not in logged]
     double = vote_safety(system.votes(run.nodes_dir) or [])
     lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
-    agreement, diverged = replica_agreement(
-        system.digests(run.nodes_dir), [m for m, _ in member_logs(run.nodes_dir)])
+    agreement, diverged = replica_agreement(run_digests(system, run), members)
     results["agreement"] = agreement
     found = []
     if split:

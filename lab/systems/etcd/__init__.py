@@ -16,7 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.systems.types import CommitConflict, LeaderClaim, System, SystemSpec, member_logs
+from lab.systems.types import (
+    CommitConflict,
+    DigestPoller,
+    LeaderClaim,
+    System,
+    SystemCluster,
+    SystemSpec,
+    member_logs,
+)
 
 #: An election timeout and heartbeat (ms) when a scenario sets none. etcd's own defaults
 #: are 1000 and 100 too; they suit a loaded two-core machine, and scenarios that want
@@ -94,6 +102,13 @@ def leader_claims(nodes_dir: Path) -> list[LeaderClaim]:
     return out
 
 
+def digest_poller(cluster: SystemCluster) -> DigestPoller | None:
+    """HashKV at a revision every member asked has reached (:mod:`.hashkv`)."""
+    from lab.systems.etcd.hashkv import poller
+
+    return poller(cluster)
+
+
 SPEC = SystemSpec(
     name="etcd",
     make=make,
@@ -110,4 +125,5 @@ SPEC = SystemSpec(
     votes=lambda nodes_dir: None,
     commit_conflicts=commit_conflicts,
     leader_claims=leader_claims,
+    digest_poller=digest_poller,
 )

@@ -53,6 +53,7 @@ from lab.checker import (
     election_safety,
     leader_safety,
     load_history,
+    log_check,
     replica_agreement,
     vote_safety,
 )
@@ -160,6 +161,9 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     polls against Raft's safety rules (``checker``: valid, anomalies), compares the
     members' digests of their applied logs and states (``agreement``: a divergence makes
     the run invalid; ``not available`` and ``no evidence`` are recorded, never a pass),
+    records how much each log-based check could say (``log_checks``: ``no evidence``
+    when no member's log held an event it reads, never a pass, and never a reason to
+    call the run invalid),
     then decides
     ``verdict`` (``valid``, ``invalid`` or ``unknown``) and ``verdict_reason``: a valid
     run cut short, one whose scenario's premise failed (:func:`failed_premises`), or one
@@ -185,13 +189,29 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
                             time_limit=time_limit, options=options)
     system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
     members = run_members(run.nodes_dir)
-    split = leader_safety(system.leader_claims(run.nodes_dir) or [])
+    evidence = system.log_evidence(run.nodes_dir) or {}
+    claims = system.leader_claims(run.nodes_dir)
+    split = leader_safety(claims or [])
+    logged_split = len(split)
     if system.status_term_is_current:
         logged = {a["term"] for a in split}
         split += [a for a in election_safety(run.read_cluster().objects)
                   if a["term"] not in logged]
-    double = vote_safety(system.votes(run.nodes_dir) or [])
-    lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
+    votes = system.votes(run.nodes_dir)
+    double = vote_safety(votes or [])
+    conflicts = system.commit_conflicts(run.nodes_dir)
+    lost = commit_safety(conflicts or [])
+    results["log_checks"] = {
+        name: {"check": what, "reads": reads,
+               **log_check(records, evidence.get(name), members, found)}
+        for name, what, reads, records, found in (
+            ("leader_claims", "election safety: at most one leader per term",
+             "the leaderships the members logged (their role changes)", claims,
+             split[:logged_split]),
+            ("votes", "one vote per member and term", "the votes the members logged",
+             votes, double),
+            ("commit_conflicts", "no committed entry contradicted by a leader",
+             "the committed-entry conflicts the members logged", conflicts, lost))}
     agreement, diverged = replica_agreement(run_digests(system, run), members)
     results["agreement"] = agreement
     found = []

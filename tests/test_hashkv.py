@@ -303,5 +303,7 @@ def test_a_real_etcd_run_agrees_by_hashkv(tmp_path: Path) -> None:
                                                        proc.stdout[-2000:])
     assert results["agreement"]["indexes_compared"] >= 1
     assert results["agreement"]["members"] == ["n1", "n2", "n3"]
+    assert results["log_checks"]["leader_claims"]["status"] == "fine"
+    assert results["log_checks"]["votes"]["status"] == "not available"
     polled = [json.loads(x) for x in (run_dir / POLLED_DIGESTS).read_text().splitlines()]
     assert any(r["event"] == "digest" for r in polled)

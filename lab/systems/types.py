@@ -26,7 +26,7 @@ A :class:`SystemSpec` says everything else that differs between systems; the reg
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -299,3 +299,8 @@ class SystemSpec:
     #: :data:`POLLED_DIGESTS` (etcd's HashKV). With neither, replica agreement is "not
     #: available".
     digest_poller: Callable[[SystemCluster], DigestPoller | None] | None = None
+    #: Which members' logs hold any of the events each log-based check reads (keys
+    #: ``votes``, ``commit_conflicts``, ``leader_claims``; a member absent from a key's
+    #: collection gives that check no evidence). None, or a key left out: taken from the
+    #: records the check's reader returned (the members that logged any).
+    log_evidence: Callable[[Path], Mapping[str, Collection[str]] | None] = _logs_cannot_say

@@ -44,7 +44,8 @@ def statuses(r: dict[str, Any]) -> dict[str, str]:
 
 def test_the_check_statuses() -> None:
     claim = LeaderClaim("n1", 2, 5)
-    assert log_check(None, None, ["n1"], [])["status"] == "not available"
+    assert log_check(None, None, ["n1"], []) == {
+        "status": "not available", "members": [], "silent": [], "records": 0, "anomalies": 0}
     assert log_check([], [], ["n1", "n2"], []) == {
         "status": "no evidence", "members": [], "silent": ["n1", "n2"], "records": 0,
         "anomalies": 0}

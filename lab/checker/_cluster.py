@@ -164,10 +164,11 @@ def log_check(records: Sequence[Any] | None, evidence: Collection[str] | None,
     ``status``: ``violated`` (an anomaly), ``not available`` (the logs cannot say),
     ``no evidence`` (no member's log held any event the check reads), else ``fine``;
     ``members``: those whose logs gave evidence; ``silent``: the run's members whose logs
-    gave none ("no evidence" for them, whatever the status); ``records``, ``anomalies``:
+    gave none ("no evidence" for them, whatever the status; empty when not available);
+    ``records``, ``anomalies``:
     counts. Neither ``no evidence`` nor ``not available`` is a pass."""
     if records is None:
-        return {"status": NOT_AVAILABLE, "members": [], "silent": sorted(set(members)),
+        return {"status": NOT_AVAILABLE, "members": [], "silent": [],
                 "records": 0, "anomalies": 0}
     heard = set(evidence) if evidence is not None else set()
     heard |= {r.member for r in records}

@@ -205,7 +205,7 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
 _AGREEMENT_PILL = {"agree": "valid", "diverge": "invalid"}
 _AGREEMENT_SAYS = {
     "agree": "The members' digests of their applied logs and states are equal at every "
-             "index two of them logged.",
+             "index (etcd: revision) two of them gave.",
     "diverge": "Members logged different digests at one index: their applied logs or "
                "states diverge.",
     "not available": "This system offers no digests of its applied log: the members' "

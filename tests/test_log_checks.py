@@ -16,7 +16,7 @@ from lab.checker import log_check
 from lab.systems.types import LeaderClaim
 from lab.verdict import decide
 
-ROLES = [{"event": "role", "role": "follower", "term": 1}]
+ROLES = [{"event": "term", "role": "follower", "term": 1, "leader": None}]
 VOTE = {"event": "vote", "term": 2, "candidate": "n1"}
 LEADER = {"event": "role", "role": "leader", "term": 2}
 
@@ -75,7 +75,7 @@ def test_raftkv_logs_that_hold_the_events_are_fine_and_a_silent_member_is_named(
     assert statuses(r) == {"leader_claims": "fine", "votes": "fine",
                            "commit_conflicts": "fine"}
     checks = r["log_checks"]
-    assert checks["leader_claims"]["members"] == ["n1", "n2"]  # n2 logged roles, never led
+    assert checks["leader_claims"]["members"] == ["n1", "n2"]  # n2 logged a term, never led
     assert checks["leader_claims"]["silent"] == ["n3"] and checks["votes"]["silent"] == ["n3"]
     assert checks["commit_conflicts"]["silent"] == []  # n3's log holds raftkv's events
     assert checks["leader_claims"]["records"] == 1

@@ -77,6 +77,9 @@ def digests(nodes_dir: Path) -> list[Digest]:
             if type(rec.get("index")) is int]
 
 
+#: The events of a raftkv member's role changes (``nodes/PROTOCOL.md``).
+ROLE_CHANGES = frozenset({"role", "term", "leader"})
+
 _EVENT = re.compile(r'"event":\s*"([^"]+)"')
 
 
@@ -91,11 +94,12 @@ def events_logged(log: Path) -> set[str]:
 
 def log_evidence(nodes_dir: Path) -> Mapping[str, Collection[str]]:
     """Which members' logs hold the events each log-based check reads: ``vote`` events
-    (votes), ``role`` events of any role (leaderships: a member that logged its roles and
-    never led is evidence too) and any event at all (committed-entry conflicts, which a
+    (votes); the role changes, ``role``, ``term`` or ``leader`` events (leaderships: a
+    member that logged its roles and never led is evidence too; every member logs its
+    first term as a follower); and any event at all (committed-entry conflicts, which a
     member logs only when one happens: a log with raftkv's events is one the check
     read)."""
     seen = {member: events_logged(log) for member, log in member_logs(nodes_dir)}
     return {"votes": [m for m, ev in seen.items() if "vote" in ev],
-            "leader_claims": [m for m, ev in seen.items() if "role" in ev],
+            "leader_claims": [m for m, ev in seen.items() if ev & ROLE_CHANGES],
             "commit_conflicts": [m for m, ev in seen.items() if ev]}

@@ -44,6 +44,7 @@ from lab.systems import (
     spec,
     to_ms,
 )
+from lab.systems.types import DigestPoller
 from lab.toxiclient import open_toxiproxy
 from lab.workload import Generator
 
@@ -125,6 +126,48 @@ class Observer:
         self._f.close()
 
 
+class DigestRecorder:
+    """Asks the members for digests every few seconds into ``digests.jsonl``
+    (``SystemSpec.digest_poller``; each record stamped with the history's clock). A round
+    that fails is logged and skipped: the recorder never ends a run. Without a poller
+    (the system could not be asked here) it records that once."""
+
+    def __init__(self, poller: DigestPoller | None, path: Path, history: History) -> None:
+        self.poller = poller
+        self.history = history
+        self.rounds = 0
+        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        if poller is None:
+            self._write([{"event": "not-available",
+                          "reason": "the members could not be asked for digests here "
+                                    "(lab.log says why)"}])
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        now = self.history.now()
+        for r in records:
+            self._f.write(dumps({"time": now, **r}).decode() + "\n")
+        self._f.flush()
+
+    async def round_once(self) -> None:
+        if self.poller is None:
+            return
+        try:
+            records = await self.poller.round()
+        except Exception:  # ours to fix, never the run's end
+            log.exception("a round of digest polling failed")
+            return
+        self.rounds += 1
+        self._write(records)
+
+    async def run(self, interval: float = 3.0) -> None:
+        while True:
+            await trio.sleep(interval)
+            await self.round_once()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class Experiment:
     def __init__(self, workload: Workload, faults: FaultScenario, opts: RunOptions) -> None:
         self.workload = workload
@@ -192,6 +235,9 @@ class Experiment:
         self.client_factory: ClientFactory = system.client
         self.version = cluster.version()
         observer = Observer(cluster, rd.cluster_path, self.history)
+        make_poller = spec(self.opts.system).digest_poller
+        digests = (DigestRecorder(make_poller(cluster), rd.digests_path, self.history)
+                   if make_poller is not None else None)
         nemesis: Nemesis | None = None
         proxy_pid: int | None = None
         proxy_ports: list[int] = []
@@ -216,7 +262,8 @@ class Experiment:
                                                   rd.schedule_path, self.rng,
                                                   lambda: observer.leader,
                                                   timing=self.timing())
-                                await self._experiment(cluster, net, observer, nemesis)
+                                await self._experiment(cluster, net, observer, nemesis,
+                                                       digests)
                             finally:
                                 with trio.CancelScope(shield=True):
                                     self.phase = "stopping"
@@ -231,6 +278,8 @@ class Experiment:
             with trio.CancelScope(shield=True):
                 await cluster.stop_all()
             observer.close()
+            if digests is not None:
+                digests.close()
             if nemesis is not None:
                 nemesis.close()
             self.history.close()
@@ -251,7 +300,7 @@ class Experiment:
             return
 
     async def _experiment(self, cluster: SystemCluster, net: Network, observer: Observer,
-                          nemesis: Nemesis) -> None:
+                          nemesis: Nemesis, digests: DigestRecorder | None = None) -> None:
         assert self.history is not None
         cluster.start_all()
         self.phase = "waiting for a leader"
@@ -283,6 +332,8 @@ class Experiment:
             bg.start_soon(observer.run)
             bg.start_soon(self.history.sync_every)
             bg.start_soon(self._progress, observer, nemesis, t0)
+            if digests is not None:
+                bg.start_soon(digests.run)
             async with trio.open_nursery() as main:
                 for i in range(self.concurrency):
                     main.start_soon(self._worker, i, addrs)
@@ -296,6 +347,10 @@ class Experiment:
             self.phase = "final phase"
             await self._final_phase(addrs)
             await observer.poll_once()
+            if digests is not None:
+                # Once more at the end, before the members stop: the final phase's writes
+                # are applied everywhere by now, so every member answers at one revision.
+                await digests.round_once()
             bg.cancel_scope.cancel()
 
     async def _steer_leader(self, cluster: SystemCluster, leader: str, want: str) -> str:

@@ -44,6 +44,7 @@ from lab.scenario import (
     parse_system_options,
 )
 from lab.systems.types import NODE_LOG as NODE_LOG
+from lab.systems.types import POLLED_DIGESTS
 
 SCENARIO = "scenario.yaml"
 HISTORY = "history.jsonl"
@@ -55,11 +56,13 @@ PAGE = "index.html"
 LAB_LOG = "lab.log"
 TOXIPROXY_LOG = "toxiproxy.log"
 NODES = "nodes"
+DIGESTS = POLLED_DIGESTS
 
 #: A directory holding any of these is a run (a run killed early may have only one).
 CORE_FILES = (RESULTS, SCENARIO, HISTORY)
 #: The run's own files worth linking from its page, in this order (node logs follow).
-LISTED_FILES = (RESULTS, SCENARIO, HISTORY, SCHEDULE, CLUSTER, LAB_LOG, TOXIPROXY_LOG)
+LISTED_FILES = (RESULTS, SCENARIO, HISTORY, SCHEDULE, CLUSTER, DIGESTS, LAB_LOG,
+                TOXIPROXY_LOG)
 #: What the run writes while it runs (a run without results.json that wrote one of these
 #: recently is still running).
 ACTIVITY_FILES = (HISTORY, CLUSTER, LAB_LOG, SCHEDULE, SCENARIO)
@@ -215,6 +218,10 @@ class RunDir:
     @property
     def toxiproxy_log_path(self) -> Path:
         return self.path / TOXIPROXY_LOG
+
+    @property
+    def digests_path(self) -> Path:
+        return self.path / DIGESTS
 
     @property
     def nodes_dir(self) -> Path:

@@ -53,13 +53,14 @@ from lab.checker import (
     election_safety,
     leader_safety,
     load_history,
+    log_check,
     replica_agreement,
     vote_safety,
 )
 from lab.rundata import Fault, Operation, RunData, load_run
 from lab.store import RunDir, StoreError
 from lab.systems import DEFAULT_SYSTEM, spec
-from lab.systems.types import member_logs
+from lab.systems.types import Digest, SystemSpec, read_polled_digests, run_members
 
 log = logging.getLogger("raftlab")
 
@@ -140,6 +141,19 @@ def _plans_faults(run_dir: Path) -> bool:
     return isinstance(faults, dict) and bool(faults.get("schedule") or faults.get("random"))
 
 
+def run_digests(system: SystemSpec, run: RunDir) -> list[Digest] | None:
+    """The digests of a run's members: those their logs hold (``SystemSpec.digests``)
+    and those the lab asked them for while it ran (``SystemSpec.digest_poller``, in the
+    run's ``digests.jsonl``). None: the system offers neither (or could not be asked)."""
+    logged = system.digests(run.nodes_dir)
+    if system.digest_poller is None:
+        return logged
+    polled = read_polled_digests(run.digests_path)
+    if logged is None and polled is None:
+        return None
+    return [*(logged or []), *(polled or [])]
+
+
 def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any]:
     """Decide a run's verdict and record it in ``results.json``; returns the results.
 
@@ -147,6 +161,9 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     polls against Raft's safety rules (``checker``: valid, anomalies), compares the
     members' digests of their applied logs and states (``agreement``: a divergence makes
     the run invalid; ``not available`` and ``no evidence`` are recorded, never a pass),
+    records how much each log-based check could say (``log_checks``: ``no evidence``
+    when no member's log held an event it reads, never a pass, and never a reason to
+    call the run invalid),
     then decides
     ``verdict`` (``valid``, ``invalid`` or ``unknown``) and ``verdict_reason``: a valid
     run cut short, one whose scenario's premise failed (:func:`failed_premises`), or one
@@ -171,15 +188,31 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     outcome = check_history(load_history(run.history_path), model,
                             time_limit=time_limit, options=options)
     system = spec(str(scenario.get("system", DEFAULT_SYSTEM)))
-    split = leader_safety(system.leader_claims(run.nodes_dir) or [])
+    members = run_members(run.nodes_dir)
+    evidence = system.log_evidence(run.nodes_dir) or {}
+    claims = system.leader_claims(run.nodes_dir)
+    split = leader_safety(claims or [])
+    logged_split = len(split)
     if system.status_term_is_current:
         logged = {a["term"] for a in split}
         split += [a for a in election_safety(run.read_cluster().objects)
                   if a["term"] not in logged]
-    double = vote_safety(system.votes(run.nodes_dir) or [])
-    lost = commit_safety(system.commit_conflicts(run.nodes_dir) or [])
-    agreement, diverged = replica_agreement(
-        system.digests(run.nodes_dir), [m for m, _ in member_logs(run.nodes_dir)])
+    votes = system.votes(run.nodes_dir)
+    double = vote_safety(votes or [])
+    conflicts = system.commit_conflicts(run.nodes_dir)
+    lost = commit_safety(conflicts or [])
+    results["log_checks"] = {
+        name: {"check": what, "reads": reads,
+               **log_check(records, evidence.get(name), members, found)}
+        for name, what, reads, records, found in (
+            ("leader_claims", "election safety: at most one leader per term",
+             "the leaderships the members logged (their role changes)", claims,
+             split[:logged_split]),
+            ("votes", "one vote per member and term", "the votes the members logged",
+             votes, double),
+            ("commit_conflicts", "no committed entry contradicted by a leader",
+             "the committed-entry conflicts the members logged", conflicts, lost))}
+    agreement, diverged = replica_agreement(run_digests(system, run), members)
     results["agreement"] = agreement
     found = []
     if split:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lab.checker import replica_agreement
 from lab.systems import spec
 from lab.systems.types import Digest
@@ -121,12 +123,23 @@ def test_the_verdict_records_agreement_and_a_divergence_makes_the_run_invalid(
     assert json.loads((bad / "results.json").read_text())["agreement"]["status"] == "diverge"
 
 
-def test_the_verdict_says_not_available_for_etcd_and_no_evidence_for_silent_members(
-        tmp_path: Path) -> None:
-    etcd, silent = tmp_path / "etcd", tmp_path / "silent"
-    etcd.mkdir(), silent.mkdir()
+def test_the_verdict_says_not_available_without_digests_and_no_evidence_for_silent_members(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from lab.systems import REGISTRY
+
+    none, etcd, silent = tmp_path / "none", tmp_path / "etcd", tmp_path / "silent"
+    none.mkdir(), etcd.mkdir(), silent.mkdir()
+    # a system that neither logs digests nor can be asked for them
+    monkeypatch.setitem(REGISTRY, "etcd", dataclasses.replace(spec("etcd"),
+                                                              digest_poller=None))
+    fabricated_run(none, {"n1": [], "n2": []}, system="etcd")
+    assert decide(none)["agreement"]["status"] == "not available"
+    monkeypatch.undo()
+    # etcd is asked for digests during a run: a run that recorded none has no evidence
     fabricated_run(etcd, {"n1": [], "n2": []}, system="etcd")
-    assert decide(etcd)["agreement"]["status"] == "not available"
+    assert decide(etcd)["agreement"]["status"] == "no evidence"
     fabricated_run(silent, {"n1": [(256, A)], "n2": []})
     r = decide(silent)
     assert r["agreement"]["status"] == "no evidence" and r["agreement"]["silent"] == ["n2"]

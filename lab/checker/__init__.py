@@ -8,7 +8,8 @@ Public surface (implementation lives in the private modules):
 * :class:`HistoryError` — bad input, printed as ``FILE:LINE: what was wrong``;
 * :func:`election_safety`, :func:`leader_safety`, :func:`vote_safety`,
   :func:`commit_safety` — Raft's safety rules checked against what the members said about
-  themselves (status polls, their own logs), for the verdict (:mod:`lab.verdict`);
+  themselves (status polls, their own logs), for the verdict (:mod:`lab.verdict`), and
+  :func:`log_check`, how much each log-based check could say (``no evidence``);
 * :func:`replica_agreement` — the members' digests of their applied logs and states
   compared at every index two of them logged (``_agreement``);
 * :data:`MODELS` — the model names (and :data:`WORKLOAD_MODELS`, the ones a lab workload
@@ -26,7 +27,13 @@ replica agreement check over the members' logged digests).
 
 from lab.checker._agreement import replica_agreement
 from lab.checker._api import UnknownModelError, check_history
-from lab.checker._cluster import commit_safety, election_safety, leader_safety, vote_safety
+from lab.checker._cluster import (
+    commit_safety,
+    election_safety,
+    leader_safety,
+    log_check,
+    vote_safety,
+)
 from lab.checker._events import DecodedHistory, HistoryError, Op, history_from_events, load_history
 from lab.checker._models import MODELS, WORKLOAD_MODELS, unknown_model
 from lab.checker._result import CheckResult
@@ -45,6 +52,7 @@ __all__ = [
     "history_from_events",
     "leader_safety",
     "load_history",
+    "log_check",
     "replica_agreement",
     "unknown_model",
     "vote_safety",

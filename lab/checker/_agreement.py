@@ -23,8 +23,25 @@ AGREE, DIVERGE, NOT_AVAILABLE, NO_EVIDENCE = "agree", "diverge", "not available"
 
 
 def _entry(d: Any) -> dict[str, Any]:
-    return {"member": d.member, "index": d.index, "term": d.term, "log": d.log,
-            "state": d.state, "line": d.line}
+    e = {"member": d.member, "index": d.index, "term": d.term, "log": d.log,
+         "state": d.state, "line": d.line}
+    if _source(d) != "its log":
+        e["source"] = _source(d)
+    if getattr(d, "scope", None) is not None:
+        e["scope"] = d.scope
+    return e
+
+
+def _source(d: Any) -> str:
+    return str(getattr(d, "source", "its log"))
+
+
+def _where(d: Any, first: bool) -> str:
+    """Where a digest was recorded, for an explanation."""
+    src = _source(d)
+    if src == "its log":
+        return f"its log, line {d.line}" if first else f"line {d.line}"
+    return f"{src}, line {d.line}"
 
 
 def _first_mismatch(ds: list[Any], field: str) -> tuple[Any, Any] | None:
@@ -58,18 +75,19 @@ def replica_agreement(digests: Iterable[Any] | None, members: Sequence[str] = ()
     }
     if digests is None:
         return agreement, []
-    by_index: dict[int, list[Any]] = defaultdict(list)
+    by_index: dict[tuple[int, Any], list[Any]] = defaultdict(list)
     logged: set[str] = set()
     for d in digests:
-        by_index[d.index].append(d)
+        # Only digests of one scope compare (etcd: hashes after one compaction revision).
+        by_index[(d.index, getattr(d, "scope", None))].append(d)
         logged.add(d.member)
     agreement["silent"] = sorted(set(members) - logged)
     compared: set[str] = set()
     indexes = 0
     log_div: tuple[int, Any, Any] | None = None
     state_div: tuple[int, Any, Any] | None = None
-    for index in sorted(by_index):
-        ds = by_index[index]
+    for key in sorted(by_index, key=lambda k: (k[0], repr(k[1]))):
+        index, ds = key[0], by_index[key]
         if len({d.member for d in ds}) < 2:
             continue
         indexes += 1
@@ -89,7 +107,7 @@ def replica_agreement(digests: Iterable[Any] | None, members: Sequence[str] = ()
         index, a, b = log_div
         agreement["first_divergence"] = _divergence(index, a, b)
         anomalies.append(_anomaly("replica-divergence", index, a, b, (
-            f"{a.member} (its log, line {a.line}) and {b.member} (line {b.line}) logged "
+            f"{a.member} ({_where(a, True)}) and {b.member} ({_where(b, False)}) logged "
             f"different digests of their applied logs at index {index}: the hash chains "
             "over every entry applied up to there differ, so the members applied "
             "different commands (or terms) at some index up to this one, which Raft's "
@@ -98,7 +116,7 @@ def replica_agreement(digests: Iterable[Any] | None, members: Sequence[str] = ()
         index, a, b = state_div
         agreement["first_state_divergence"] = _divergence(index, a, b)
         anomalies.append(_anomaly("replica-state-divergence", index, a, b, (
-            f"{a.member} (its log, line {a.line}) and {b.member} (line {b.line}) logged "
+            f"{a.member} ({_where(a, True)}) and {b.member} ({_where(b, False)}) had "
             f"different digests of their state machines at index {index}"
             + (", though their applied logs agree there" if _known_equal(a, b) else "")
             + ": replicas that applied the same entries must hold the same state.")))

@@ -6,7 +6,9 @@ term: ``SystemSpec.status_term_is_current``) and :func:`leader_safety` over the
 leaderships the members logged (``SystemSpec.leader_claims``), :func:`vote_safety` over
 the votes the members logged once cast (``SystemSpec.votes``) and :func:`commit_safety`
 over the committed-entry conflicts the members logged (``SystemSpec.commit_conflicts``;
-the spec is :class:`lab.systems.types.SystemSpec`).
+the spec is :class:`lab.systems.types.SystemSpec`). :func:`log_check` says how much each
+log-based check could say: a member whose log holds none of the events a check reads is
+"no evidence", never "fine".
 
 Raft's *election safety* -- at most one leader per term -- is not something a client can
 always see (two leaders of one term may never serve conflicting answers to the lab's
@@ -23,7 +25,7 @@ leader and term) can pair an old leader with a new term for an instant, but not 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 #: How many polls must show a member leading a term before its claim counts.
@@ -146,3 +148,31 @@ def leader_safety(claims: Iterable[Any]) -> list[dict[str, Any]]:
         out.append(_two_leaders(term, nodes, f"{len(nodes)} members logged that they "
                                              f"became the leader of term {term}: {which}."))
     return out
+
+
+#: A log-based check's statuses (``results.json``'s ``log_checks``).
+FINE, VIOLATED, NO_EVIDENCE, NOT_AVAILABLE = "fine", "violated", "no evidence", "not available"
+
+
+def log_check(records: Sequence[Any] | None, evidence: Collection[str] | None,
+              members: Iterable[str], anomalies: Sequence[Any]) -> dict[str, Any]:
+    """How much a log-based check could say: ``records`` its reader returned (None: the
+    system's logs cannot say), ``evidence`` the members whose logs hold any event it reads
+    (None: the members with a record), ``members`` the run's members, ``anomalies`` what
+    the check found.
+
+    ``status``: ``violated`` (an anomaly), ``not available`` (the logs cannot say),
+    ``no evidence`` (no member's log held any event the check reads), else ``fine``;
+    ``members``: those whose logs gave evidence; ``silent``: the run's members whose logs
+    gave none ("no evidence" for them, whatever the status; empty when not available);
+    ``records``, ``anomalies``:
+    counts. Neither ``no evidence`` nor ``not available`` is a pass."""
+    if records is None:
+        return {"status": NOT_AVAILABLE, "members": [], "silent": [],
+                "records": 0, "anomalies": 0}
+    heard = set(evidence) if evidence is not None else set()
+    heard |= {r.member for r in records}
+    status = VIOLATED if anomalies else FINE if heard else NO_EVIDENCE
+    return {"status": status, "members": sorted(heard),
+            "silent": sorted(set(members) - heard), "records": len(records),
+            "anomalies": len(anomalies)}

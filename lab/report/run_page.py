@@ -186,6 +186,7 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
         "skipped": [f for f in run.faults if f.skipped],
         "checkers": checkers,
         "agreement": agreement_view(run.results.get("agreement")),
+        "log_checks": log_checks_view(run.results.get("log_checks")),
         "latency_svg": plots.latency_plot(run.ops, run.faults, t_end),
         "throughput_svg": plots.throughput_plot(run.ops, run.faults, t_end),
         "cluster_svg": plots.cluster_plot(run.polls, run.faults, t_end),
@@ -204,7 +205,7 @@ def page_context(run: RunData, facts: Facts, checkers: list[CheckerView]) -> dic
 _AGREEMENT_PILL = {"agree": "valid", "diverge": "invalid"}
 _AGREEMENT_SAYS = {
     "agree": "The members' digests of their applied logs and states are equal at every "
-             "index two of them logged.",
+             "index (etcd: revision) two of them gave.",
     "diverge": "Members logged different digests at one index: their applied logs or "
                "states diverge.",
     "not available": "This system offers no digests of its applied log: the members' "
@@ -239,6 +240,30 @@ def agreement_view(agreement: Any) -> dict[str, Any]:
     return {"status": status, "pill": _AGREEMENT_PILL.get(status, "unknown"),
             "says": _AGREEMENT_SAYS.get(status, ""), "facts": facts,
             "divergences": divergences}
+
+
+_LOG_CHECK_PILL = {"fine": "valid", "violated": "invalid"}
+_LOG_CHECK_NAMES = {"leader_claims": "leaderships", "votes": "votes",
+                    "commit_conflicts": "committed-entry conflicts"}
+
+
+def log_checks_view(checks: Any) -> list[dict[str, Any]]:
+    """The log-based checks panel: one row per check of ``results["log_checks"]``
+    (status, what it reads, which members' logs gave evidence and which none)."""
+    rows: list[dict[str, Any]] = []
+    if not isinstance(checks, dict):
+        return rows
+    for name, c in checks.items():
+        if not isinstance(c, dict) or not isinstance(c.get("status"), str):
+            continue
+        silent = [str(m) for m in c.get("silent") or []]
+        rows.append({"name": _LOG_CHECK_NAMES.get(name, str(name)),
+                     "check": str(c.get("check") or ""), "status": c["status"],
+                     "pill": _LOG_CHECK_PILL.get(c["status"], "unknown"),
+                     "members": ", ".join(map(str, c.get("members") or [])) or "none",
+                     "silent": ", ".join(silent) + " (no evidence)" if silent else "",
+                     "records": c.get("records", 0)})
+    return rows
 
 
 def _glance(run: RunData, facts: Facts) -> list[tuple[str, str, str]]:

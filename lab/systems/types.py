@@ -25,7 +25,8 @@ A :class:`SystemSpec` says everything else that differs between systems; the reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -138,12 +139,76 @@ class Digest:
     term: int | None
     log: str | None
     state: str | None
-    line: int  # in the member's log
+    line: int  # in the member's log (or in the run's polled digests, ``source``)
+    #: Where ``line`` is, for explanations: the member's own log, or the run's
+    #: :data:`POLLED_DIGESTS` file when the lab asked the member (etcd's HashKV).
+    source: str = "its log"
+    #: Digests compare only within one scope (None for a log digest; for etcd's HashKV,
+    #: the compaction revision the hash starts after, which the hash depends on).
+    scope: int | None = None
+
+
+#: The run directory's file of digests the lab asked the members for during the run
+#: (:attr:`SystemSpec.digest_poller`), JSON lines, one per answer or skipped member.
+POLLED_DIGESTS = "digests.jsonl"
+
+
+def read_polled_digests(path: Path) -> list[Digest] | None:
+    """The digests in a run's :data:`POLLED_DIGESTS` file (records ``{"event":
+    "digest", "member": M, "index": I, "term": T | null, "log": HEX | null, "state": S,
+    "scope": C | null}``), in file order; other records (skipped members, torn lines)
+    are passed over. None when the file says the members could not be asked at all
+    (a ``{"event": "not-available"}`` record and no digest); [] when it is missing."""
+    out: list[Digest] = []
+    unavailable = False
+    if not path.is_file():
+        return out
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            if rec.get("event") == "not-available":
+                unavailable = True
+            if rec.get("event") != "digest" or type(rec.get("index")) is not int \
+                    or not isinstance(rec.get("member"), str):
+                continue
+            term, scope = rec.get("term"), rec.get("scope")
+            out.append(Digest(rec["member"], rec["index"], term if type(term) is int else None,
+                              _text(rec.get("log")), _text(rec.get("state")), n,
+                              source=POLLED_DIGESTS,
+                              scope=scope if type(scope) is int else None))
+    return None if unavailable and not out else out
+
+
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+class DigestPoller(Protocol):
+    """Asks a running cluster's members for digests (:attr:`SystemSpec.digest_poller`)."""
+
+    async def round(self) -> list[dict[str, Any]]:
+        """One round: the records to append to :data:`POLLED_DIGESTS` (digests, and a
+        record for every member skipped and why). Never raises for a member's bad or
+        missing answer; cheap enough to run every few seconds."""
+        ...
 
 
 #: The file a member's adapter sends its output to, in the member's own folder of the
 #: run's ``nodes`` folder (``lab.store`` names it for the run directory).
 NODE_LOG = "node.log"
+
+
+def run_members(nodes_dir: Path) -> list[str]:
+    """Every member of a run that has a folder in its ``nodes`` folder, with a log or
+    not (a member whose log is missing gives no evidence to the log-based checks)."""
+    if not nodes_dir.is_dir():
+        return []
+    return sorted(p.name for p in nodes_dir.iterdir() if p.is_dir())
 
 
 def member_logs(nodes_dir: Path) -> list[tuple[str, Path]]:
@@ -226,5 +291,16 @@ class SystemSpec:
     #: The "I became the leader of term T" the members logged; None: the logs cannot say.
     leader_claims: Callable[[Path], list[LeaderClaim] | None] = _logs_cannot_say
     #: The digests of the applied log and state the members logged (replica agreement);
-    #: None: this system offers none, and the check is "not available".
+    #: None: this system's logs hold none.
     digests: Callable[[Path], list[Digest] | None] = _logs_cannot_say
+    #: Or digests the lab asks the running members for: makes the run's poller (called
+    #: with the cluster before the clients start; None: it cannot poll here), whose
+    #: rounds run every few seconds and once after the final phase, into the run's
+    #: :data:`POLLED_DIGESTS` (etcd's HashKV). With neither, replica agreement is "not
+    #: available".
+    digest_poller: Callable[[SystemCluster], DigestPoller | None] | None = None
+    #: Which members' logs hold any of the events each log-based check reads (keys
+    #: ``votes``, ``commit_conflicts``, ``leader_claims``; a member absent from a key's
+    #: collection gives that check no evidence). None, or a key left out: taken from the
+    #: records the check's reader returned (the members that logged any).
+    log_evidence: Callable[[Path], Mapping[str, Collection[str]] | None] = _logs_cannot_say

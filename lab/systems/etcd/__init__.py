@@ -12,11 +12,19 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.systems.types import CommitConflict, LeaderClaim, System, SystemSpec, member_logs
+from lab.systems.types import (
+    CommitConflict,
+    DigestPoller,
+    LeaderClaim,
+    System,
+    SystemCluster,
+    SystemSpec,
+    member_logs,
+)
 
 #: An election timeout and heartbeat (ms) when a scenario sets none. etcd's own defaults
 #: are 1000 and 100 too; they suit a loaded two-core machine, and scenarios that want
@@ -94,6 +102,30 @@ def leader_claims(nodes_dir: Path) -> list[LeaderClaim]:
     return out
 
 
+#: What etcd's raft logs on every change of role, from its start as a follower on
+#: (raft/raft.go: becomeFollower, becomeCandidate, becomePreCandidate, becomeLeader).
+_ROLE = re.compile(r"became (?:leader|follower|candidate|pre-candidate) at term \d+")
+
+
+def log_evidence(nodes_dir: Path) -> Mapping[str, Collection[str]]:
+    """The members whose logs hold raft's role changes (every etcd member logs "became
+    follower at term T" as its raft starts): the leaderships check read them, and the
+    committed-entry conflicts check read a log that raft wrote to."""
+    heard = []
+    for member, log in member_logs(nodes_dir):
+        with open(log, encoding="utf-8", errors="replace") as f:
+            if any("became" in line and _ROLE.search(line) for line in f):
+                heard.append(member)
+    return {"leader_claims": heard, "commit_conflicts": heard}
+
+
+def digest_poller(cluster: SystemCluster) -> DigestPoller | None:
+    """HashKV at a revision every member asked has reached (:mod:`.hashkv`)."""
+    from lab.systems.etcd.hashkv import poller
+
+    return poller(cluster)
+
+
 SPEC = SystemSpec(
     name="etcd",
     make=make,
@@ -110,4 +142,6 @@ SPEC = SystemSpec(
     votes=lambda nodes_dir: None,
     commit_conflicts=commit_conflicts,
     leader_claims=leader_claims,
+    digest_poller=digest_poller,
+    log_evidence=log_evidence,
 )

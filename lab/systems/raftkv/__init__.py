@@ -72,4 +72,5 @@ SPEC = SystemSpec(
     commit_conflicts=logs.commit_conflicts,
     leader_claims=logs.leader_claims,
     digests=logs.digests,
+    log_evidence=logs.log_evidence,
 )

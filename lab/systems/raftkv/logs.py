@@ -4,7 +4,8 @@ leaderships, committed-entry conflicts and digests the cluster checks read."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,31 @@ def digests(nodes_dir: Path) -> list[Digest]:
                    _hex(rec.get("log")), _hex(rec.get("state")), n)
             for member, log in member_logs(nodes_dir) for n, rec in log_events(log, "digest")
             if type(rec.get("index")) is int]
+
+
+#: The events of a raftkv member's role changes (``nodes/PROTOCOL.md``).
+ROLE_CHANGES = frozenset({"role", "term", "leader"})
+
+_EVENT = re.compile(r'"event":\s*"([^"]+)"')
+
+
+def events_logged(log: Path) -> set[str]:
+    """The names of the events a raftkv member's log holds (any record, any line)."""
+    out: set[str] = set()
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            out.update(_EVENT.findall(line))
+    return out
+
+
+def log_evidence(nodes_dir: Path) -> Mapping[str, Collection[str]]:
+    """Which members' logs hold the events each log-based check reads: ``vote`` events
+    (votes); the role changes, ``role``, ``term`` or ``leader`` events (leaderships: a
+    member that logged its roles and never led is evidence too; every member logs its
+    first term as a follower); and any event at all (committed-entry conflicts, which a
+    member logs only when one happens: a log with raftkv's events is one the check
+    read)."""
+    seen = {member: events_logged(log) for member, log in member_logs(nodes_dir)}
+    return {"votes": [m for m, ev in seen.items() if "vote" in ev],
+            "leader_claims": [m for m, ev in seen.items() if ev & ROLE_CHANGES],
+            "commit_conflicts": [m for m, ev in seen.items() if ev]}

@@ -714,7 +714,7 @@ examples:
                     help="a workload file, or a built-in one by name, e.g. register")
     ex.add_argument("faults", nargs="?", default=None, metavar="FAULTS",
                     help="a fault-scenario file, or a built-in one by name (default: "
-                         "explore, or mixed where faults/explore.yaml is not there)")
+                         "explore, faults/explore.yaml)")
     ex.add_argument("--budget", type=_duration, default="10m", metavar="DURATION",
                     help="wall-clock budget of the runs, e.g. 30m, 90s, 1h (default: 10m)")
     ex.add_argument("--time-limit", type=_duration, default="20s", metavar="DURATION",

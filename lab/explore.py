@@ -48,13 +48,11 @@ from typing import Any
 from lab import procs
 from lab.console import say
 from lab.exitcode import ExitCode
-from lab.paths import FAULTS, REPORTS, ROOT, find_builtin
+from lab.paths import REPORTS, ROOT, find_builtin
 from lab.suite import classify, read_results, run_dir_from
 
-#: The fault scenario explored when none is given (``faults/explore.yaml``); until that
-#: file exists, :data:`FALLBACK_FAULTS`.
+#: The fault scenario explored when none is given (``faults/explore.yaml``).
 DEFAULT_FAULTS = "explore"
-FALLBACK_FAULTS = "mixed"
 #: Crashed runs in a row that stop the loop.
 MAX_ERRORS_IN_ROW = 3
 #: Seconds a run is expected to cost beyond its time limit, before any has finished.
@@ -346,19 +344,14 @@ def _shrink_in_process(run_dir: Path, out: Path, budget: float) -> int:
 
 def check_inputs(workload: str, faults: str | None, system: str, nodes: int,
                  time_limit: float, bugs: Sequence[str], budget: float
-                 ) -> tuple[str, str, str | None]:
-    """The workload and fault files to run, resolved, and a note (a fallback taken);
-    raises ``ValueError`` with one line when they cannot run (exit 2)."""
+                 ) -> tuple[str, str]:
+    """The workload and fault files to run, resolved; raises ``ValueError`` with one line
+    when they cannot run (exit 2)."""
     from lab.scenario import ScenarioError, check_members, load_faults, load_workload
     from lab.systems import preflight, to_ms
 
-    note = None
     if faults is None:
         faults = DEFAULT_FAULTS
-        if not (FAULTS / f"{DEFAULT_FAULTS}.yaml").exists():
-            faults = FALLBACK_FAULTS
-            note = (f"faults/{DEFAULT_FAULTS}.yaml is not there; exploring "
-                    f"faults/{FALLBACK_FAULTS}.yaml")
     w_path, f_path = find_builtin(workload, "workloads"), find_builtin(faults, "faults")
     try:
         w = load_workload(w_path)
@@ -373,7 +366,7 @@ def check_inputs(workload: str, faults: str | None, system: str, nodes: int,
     if budget < time_limit + FIRST_OVERHEAD:
         raise ValueError(f"--budget {budget:g} s has no room for one run: a run of "
                          f"{time_limit:g} s takes about {time_limit + FIRST_OVERHEAD:g} s")
-    return str(w_path.resolve()), str(f_path.resolve()), note
+    return str(w_path.resolve()), str(f_path.resolve())
 
 
 def default_out() -> Path:
@@ -388,7 +381,7 @@ def explore_cli(workload: str, faults: str | None, *, system: str, nodes: int,
                 keep_going: bool) -> ExitCode:
     """``raftlab explore``: check the inputs, run the loop, say what it found."""
     try:
-        w, f, note = check_inputs(workload, faults, system, nodes, time_limit, bugs, budget)
+        w, f = check_inputs(workload, faults, system, nodes, time_limit, bugs, budget)
     except ValueError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -400,8 +393,6 @@ def explore_cli(workload: str, faults: str | None, *, system: str, nodes: int,
     out = (out or default_out()).resolve()
     plan = Plan(w, f, system, nodes, time_limit, tuple(bugs), seed, budget, out,
                 keep_going, shrink, shrink_budget)
-    if note:
-        say(f"note: {note}")
     say(f"exploring {Path(w).stem} x {Path(f).stem} on {system}"
         + (f" +{'+'.join(bugs)}" if bugs else "")
         + f": {nodes} nodes, runs of {time_limit:g} s, seeds from {seed}, budget "

@@ -385,6 +385,10 @@ def table(results: list[MutantResult]) -> str:
                        else f">{r.lab.spent_minutes:.1f}")
             evidence = (r.lab.evidence or "")[:70]
         rows.append((r.name, sim, lab, runs, minutes, evidence))
+    keep = [0]
+    keep += [1] if any(r.sim for r in results) else []
+    keep += [2, 3, 4, 5] if any(r.lab for r in results) else []
+    rows = [tuple(row[i] for i in keep) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

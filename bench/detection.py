@@ -390,7 +390,8 @@ def table(results: list[MutantResult]) -> str:
     keep += [2, 3, 4, 5] if any(r.lab for r in results) else []
     rows = [tuple(row[i] for i in keep) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 

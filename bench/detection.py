@@ -49,7 +49,7 @@ COPY_ITEMS = ("lab", "nodes", "tests", "faults", "workloads", "pyproject.toml", 
 SIM_TESTS = ("tests/test_raft_sim.py", "tests/test_raft_stateful.py", "tests/test_kv.py",
              "tests/test_wal.py")
 WORKLOADS = ("register", "list-append", "bank", "set")
-FAULTS = ("mixed", "leader-churn")
+FAULTS = ("explore",)  # the generic composed-fault scenario (faults/explore.yaml)
 RUN_SECONDS = 30  # client time of one fallback ``raftlab run``
 
 
@@ -249,7 +249,8 @@ def run_lab(copy: Path, budget_s: float, workloads: list[str], faults: list[str]
                 # One exploration per pair in turn, each with an equal share of what is left.
                 share = max(60.0, left / max(1, len(pairs) - (k - 1) % len(pairs)))
                 cmd = [sys.executable, "-m", "lab.cli", "explore", w, f,
-                       "--budget", f"{int(min(share, left))}", "--out", str(out),
+                       "--budget", f"{int(min(share, left))}s", "--nodes", str(nodes),
+                       "--seed", str(rng.randrange(1, 2**31)), "--out", str(out),
                        "--no-shrink"]
                 limit = min(share, left) + 600
             else:

@@ -492,10 +492,10 @@ examples:
                                           f"(default: {RUN_DEFAULTS['system']})")
     r.add_argument("--nodes", type=whole_number(1, 9), default=None, metavar="N",
                    help=f"cluster size, 1 to 9 (default: {RUN_DEFAULTS['nodes']})")
-    r.add_argument("--time-limit", type=number(0, above=True, what="a number of seconds"),
-                   default=None, metavar="SECONDS",
-                   help="how long clients and nemesis run (default: the fault file's, or "
-                        f"{DEFAULT_TIME_LIMIT:g})")
+    r.add_argument("--time-limit", type=_duration,
+                   default=None, metavar="DURATION",
+                   help="how long clients and nemesis run, e.g. 30, 30s, 2m (default: the "
+                        f"fault file's, or {DEFAULT_TIME_LIMIT:g} s)")
     r.add_argument("--seed", type=int, default=None, metavar="N",
                    help="seed of the operations and the random faults; the same seed gives "
                         f"the same operation stream (default: {RUN_DEFAULTS['seed']})")
@@ -548,8 +548,8 @@ examples:
                    metavar="N", help="the cluster size the fault scenarios must fit, 1 to 9, "
                                      "as 'raftlab run --nodes' (default: %(default)s; "
                                      "suites say their own)")
-    v.add_argument("--time-limit", type=number(0, above=True, what="a number of seconds"),
-                   default=None, metavar="SECONDS",
+    v.add_argument("--time-limit", type=_duration,
+                   default=None, metavar="DURATION",
                    help="the time limit the fault steps must fit, as 'raftlab run "
                         "--time-limit' (default: each file's own; suites say their own)")
     v.add_argument("--system", type=one_of(SYSTEMS, "system"), default=DEFAULT_SYSTEM,

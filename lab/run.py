@@ -33,7 +33,7 @@ from lab.fastjson import dumps
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.network import Network
-from lab.scenario import DEFAULT_TIME_LIMIT, FaultScenario, Workload
+from lab.scenario import DEFAULT_TIME_LIMIT, FaultScenario, Workload, home_member
 from lab.store import RunDir
 from lab.systems import (
     DEFAULT_SYSTEM,
@@ -386,10 +386,13 @@ class Experiment:
         return leader
 
     def _client(self, addrs: dict[str, Any], timeout: float, rng: random.Random,
-                accounts: Sequence[str] = ()) -> SystemClient:
-        """A client worker's driver, on the connections the workload asks for."""
+                accounts: Sequence[str] = (), worker: int | None = None) -> SystemClient:
+        """A client worker's driver, on the connections the workload asks for, bound to
+        the member its placement gives worker ``worker`` (none for other clients)."""
+        home = None if worker is None else home_member(self.workload.placement, worker,
+                                                       sorted(addrs))
         return self.client_factory(addrs, timeout, rng, accounts,
-                                   shared=self.workload.connections == "shared")
+                                   shared=self.workload.connections == "shared", home=home)
 
     async def _setup_bank(self, addrs: dict[str, Any]) -> bool:
         balances = self.gen.initial_balances()
@@ -429,7 +432,7 @@ class Experiment:
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
         accounts = self.gen.keys if self.workload.model == "bank" else ()
-        async with self._client(addrs, self.workload.timeout, rng, accounts) as client:
+        async with self._client(addrs, self.workload.timeout, rng, accounts, i) as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
                     await trio.sleep(min(rng.expovariate(1 / mean_gap),

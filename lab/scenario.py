@@ -113,6 +113,7 @@ class Workload:
     final_reads: bool = True
     settle: float = 5.0  # seconds to let the cluster recover before the final phase
     connections: str = "shared"  # or "per-client": CONNECTIONS
+    placement: str = "mixed"  # which member a worker asks first: PLACEMENTS
 
 
 @dataclass(frozen=True)
@@ -326,11 +327,35 @@ def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
 
 #: The top-level keys of a workload file, in the documented order.
 WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
-                 "values", "txn", "accounts", "total", "max_transfer", "final", "connections")
+                 "values", "txn", "accounts", "total", "max_transfer", "final", "connections",
+                 "placement")
 #: How client workers reach the members: ``shared`` connections for all workers of a run
 #: (requests of one scheduling round leave together), or a connection ``per-client``
 #: worker of its own (as raftkv's own load generator does).
 CONNECTIONS = ("shared", "per-client")
+#: Which member a client worker sends each operation to first (it follows the system's
+#: redirects from there): ``leader``, the leader as last learned (raftkv; on etcd, one
+#: member drawn at random); ``members``, each worker bound to one member, round robin (as
+#: Jepsen binds its clients to nodes); ``mixed``, every third worker bound to a member,
+#: the rest as ``leader``. Bound workers keep talking to a member that was cut off or
+#: deposed while others have moved on: that is how a stale leader's answers meet the new
+#: leader's.
+PLACEMENTS = ("mixed", "leader", "members")
+#: In ``mixed`` placement, worker ``i`` is bound to a member when ``i % BOUND_EVERY`` is
+#: ``BOUND_EVERY - 1``.
+BOUND_EVERY = 3
+
+
+def home_member(placement: str, worker: int, members: list[str]) -> str | None:
+    """The member client worker ``worker`` is bound to under ``placement`` (None: it
+    follows the leader)."""
+    if not members or placement == "leader":
+        return None
+    if placement == "members":
+        return members[worker % len(members)]
+    if worker % BOUND_EVERY != BOUND_EVERY - 1:
+        return None
+    return members[(worker // BOUND_EVERY) % len(members)]
 
 
 def load_workload(path: Path) -> Workload:
@@ -360,6 +385,8 @@ def load_workload(path: Path) -> Workload:
             raise doc.fail(get("timeout"), "timeout must be more than zero")
     if "connections" in m:
         kw["connections"] = doc.one_of(get("connections"), CONNECTIONS, "connections")
+    if "placement" in m:
+        kw["placement"] = doc.one_of(get("placement"), PLACEMENTS, "placement")
     allowed_fs = MODELS[model]
     if "mix" in m:
         mix_map = doc.mapping(get("mix"), "mix")
@@ -809,6 +836,7 @@ def json_schema() -> dict[str, Any]:
                                                                   "minimum": 1},
             "rate": {"type": "number", "minimum": 0}, "timeout": duration,
             "connections": {"enum": list(CONNECTIONS)},
+            "placement": {"enum": list(PLACEMENTS)},
             "mix": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
                     "propertyNames": {"enum": sorted({f for fs in MODELS.values()
                                                       for f in fs})}},

@@ -38,6 +38,7 @@ from lab.jsonl import iter_jsonl as iter_jsonl
 from lab.scenario import (
     CONNECTIONS,
     MODELS,
+    PLACEMENTS,
     Workload,
     YamlDoc,
     compose_yaml,
@@ -548,6 +549,10 @@ def _workload(doc: YamlDoc, node: yaml.Node) -> Workload:
         doc.one_of(m["connections"][1], CONNECTIONS, "workload.connections")
     else:  # a run from before the key existed: its clients had a connection each
         kw["connections"] = "per-client"
+    if "placement" in kw:
+        doc.one_of(m["placement"][1], PLACEMENTS, "workload.placement")
+    else:  # a run from before the key existed: its clients followed the leader
+        kw["placement"] = "leader"
     kw["mix"] = mix
     return Workload(**kw)
 

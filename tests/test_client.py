@@ -421,3 +421,80 @@ def test_raftkv_workers_share_connections_or_keep_their_own(shared: bool) -> Non
                 await trio.sleep(0.01)
 
     run(test)
+
+
+def test_a_write_of_unknown_outcome_is_sent_again_with_the_same_seq() -> None:
+    """raftkv's exactly-once sessions: a write whose connection is lost, or whose answer
+    says ``maybe``, goes again to another member with the same ``client`` and ``seq``; a
+    definite answer to the retry is the write's outcome. Reads carry no session, and each
+    new write takes the next ``seq``."""
+    import random
+
+    from lab.systems.raftkv.client import RaftkvClient
+
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    def member(name: str, behave: Callable[[dict[str, object]], dict[str, object] | None]
+               ) -> Handler:
+        async def handler(stream: trio.SocketStream) -> None:
+            buf = b""
+            while data := await stream.receive_some(65536):
+                buf += data
+                *done, buf = buf.split(b"\n")
+                for x in done:
+                    r = json.loads(x)
+                    seen.append((name, r))
+                    answer = behave(r)
+                    if answer is None:
+                        await stream.aclose()  # hang up: the outcome is unknown
+                        return
+                    await stream.send_all(json.dumps({"id": r["id"], **answer}).encode()
+                                          + b"\n")
+        return handler
+
+    def n1(r: dict[str, object]) -> dict[str, object] | None:
+        if r["op"] == "read":
+            return {"ok": True, "value": 1}
+        if r["key"] == "lost":
+            return None
+        return {"ok": False, "error": "snapshot-installed", "maybe": True}
+
+    def n2(r: dict[str, object]) -> dict[str, object] | None:
+        return {"ok": True}
+
+    async def test(n: trio.Nursery) -> None:
+        addrs = {"n1": ("127.0.0.1", await serve(n, member("n1", n1))),
+                 "n2": ("127.0.0.1", await serve(n, member("n2", n2)))}
+        async with RaftkvClient(addrs, 5.0, random.Random(0)) as c:
+            c.leader = "n1"
+            assert (await c.invoke("register", "read", "k", None)).type == "ok"
+            c.leader = "n1"
+            assert (await c.invoke("register", "write", "lost", 3)).type == "ok"
+            c.leader = "n1"
+            assert (await c.invoke("register", "write", "maybe", 4)).type == "ok"
+
+    run(test)
+    read, *writes = seen
+    assert "client" not in read[1] and "seq" not in read[1]
+    assert [(who, r["key"], r["seq"]) for who, r in writes] == [
+        ("n1", "lost", 1), ("n2", "lost", 1), ("n1", "maybe", 2), ("n2", "maybe", 2)]
+    assert len({r["client"] for _, r in writes}) == 1
+
+
+def test_a_write_still_unknown_at_its_deadline_is_info() -> None:
+    """Every member hangs up on the write: it is tried on each while time remains, and
+    ends ``info`` (it may have happened), never ``fail``."""
+    import random
+
+    from lab.systems.raftkv.client import RaftkvClient
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.aclose()
+
+    async def test(n: trio.Nursery) -> None:
+        addrs = {m: ("127.0.0.1", await serve(n, hang_up)) for m in ("n1", "n2")}
+        async with RaftkvClient(addrs, 0.5, random.Random(0)) as c:
+            assert (await c.invoke("register", "write", "k", 1)).type == "info"
+
+    run(test)

@@ -365,6 +365,8 @@ WORKLOAD_ERRORS = [
      "final.reads must be true or false"),
     ("name: w\ndescription: d\nmodel: register\nconnections: per-clients\n", 4,
      "unknown connections 'per-clients' (expected one of: shared, per-client)"),
+    ("name: w\ndescription: d\nmodel: register\nplacement: follower\n", 4,
+     "unknown placement 'follower' (expected one of: mixed, leader, members)"),
     ("name: w\ndescription: d\nmodel: set\nfinal:\n  settle: 2s\n  reads: false\n", 6,
      "final.reads: false cannot go with the set model: the set checker needs the final read "
      "(the only read of a set run), so the verdict would always be unknown"),
@@ -580,3 +582,23 @@ def test_steps_must_fit_the_default_time_limit_too(tmp_path: Path) -> None:
     assert str(e.value) == (f"{p}:4: step starts at 90s, past the time limit of "
                             f"{DEFAULT_TIME_LIMIT:g}s")
     assert load_faults(p, time_limit=100).schedule[0].at == 90
+
+
+def test_placement_binds_workers_to_members_round_robin() -> None:
+    """``members``: every worker bound, round robin; ``mixed``: every third worker bound
+    (the bound ones spread round robin too), the rest follow the leader; ``leader``: none
+    bound. A workload file says which; the default is ``mixed``."""
+    from lab.scenario import home_member
+
+    m = ["n1", "n2", "n3"]
+    assert [home_member("members", i, m) for i in range(5)] == ["n1", "n2", "n3", "n1", "n2"]
+    assert [home_member("leader", i, m) for i in range(5)] == [None] * 5
+    mixed = [home_member("mixed", i, m) for i in range(12)]
+    assert mixed == [None, None, "n1", None, None, "n2", None, None, "n3", None, None, "n1"]
+    assert home_member("members", 3, []) is None
+
+
+def test_a_workload_says_its_placement(tmp_path: Path) -> None:
+    base = "name: w\ndescription: d\nmodel: register\n"
+    assert load_workload(write(tmp_path, base)).placement == "mixed"
+    assert load_workload(write(tmp_path, base + "placement: members\n")).placement == "members"

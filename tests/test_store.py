@@ -196,7 +196,8 @@ def test_the_resolved_scenario_round_trips(tmp_path: Path) -> None:
 
 
 def test_an_old_scenario_file_still_loads(tmp_path: Path) -> None:
-    """A run from before ``connections``, ``replay_of`` and ``command`` were written."""
+    """A run from before ``connections``, ``placement``, ``replay_of`` and ``command``
+    were written."""
     exp = experiment(tmp_path)
     exp.write_scenario()
     run = RunDir(exp.dir)
@@ -204,9 +205,11 @@ def test_an_old_scenario_file_still_loads(tmp_path: Path) -> None:
     for key in ("command", "version"):
         del doc[key]
     del doc["workload"]["connections"]
+    del doc["workload"]["placement"]
     run.scenario_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = run.read_scenario()
     assert r.workload.connections == "per-client" and r.command == () and r.replay_of is None
+    assert r.workload.placement == "leader"  # its clients followed the leader
     assert r == RunDir(exp.dir).read_scenario()
 
 

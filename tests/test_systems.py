@@ -94,7 +94,8 @@ class ToyCluster:
 
 class ToyClient:
     def __init__(self, addrs: dict[str, Any], timeout: float, rng: Any,
-                 accounts: Sequence[str] = (), *, shared: bool = False) -> None:
+                 accounts: Sequence[str] = (), *, shared: bool = False,
+                 home: str | None = None) -> None:
         self.addrs = addrs
 
     async def __aenter__(self) -> ToyClient:

@@ -79,10 +79,13 @@ class SystemClient(Protocol):
 class ClientFactory(Protocol):
     """Makes one client worker's driver: member addresses, per-operation timeout, the
     worker's random source, bank accounts; ``shared``: connections shared with the other
-    workers of the run rather than its own (a workload's ``connections``)."""
+    workers of the run rather than its own (a workload's ``connections``); ``home``: the
+    member to send every operation to first (a workload's ``placement``), following the
+    system's redirects from there; None: the client's own choice."""
 
     def __call__(self, addrs: dict[str, Address], timeout: float, rng: Any,
-                 accounts: Sequence[str] = (), *, shared: bool = False) -> SystemClient: ...
+                 accounts: Sequence[str] = (), *, shared: bool = False,
+                 home: str | None = None) -> SystemClient: ...
 
 
 @dataclass

@@ -69,13 +69,15 @@ class EtcdClient:
     ``c`` (the counter), ``b/A`` (bank accounts), ``l/K`` (list-append lists)."""
 
     def __init__(self, addrs: dict[str, Address], timeout: float, rng: Any,
-                 accounts: Sequence[str] = (), *, shared: bool = False) -> None:
+                 accounts: Sequence[str] = (), *, shared: bool = False,
+                 home: str | None = None) -> None:
         self.addrs = addrs
         self.ids = sorted(addrs)
         self.timeout = timeout
         self.rng = rng
         self.accounts = sorted(accounts)
-        self.node = str(rng.choice(self.ids))
+        self.home = home if home in addrs else None  # bound: every operation starts here
+        self.node = self.home or str(rng.choice(self.ids))
         self._pool = shared_pool() if shared else Pool()
 
     async def __aenter__(self) -> EtcdClient:
@@ -92,7 +94,10 @@ class EtcdClient:
 
     async def _post(self, path: str, body: Any, deadline: float, *, idempotent: bool
                     ) -> _Answer:
-        """POST to the current member until etcd answers or the outcome is settled."""
+        """POST to the current member (a bound client's own member first) until etcd
+        answers or the outcome is settled."""
+        if self.home is not None:
+            self.node = self.home
         tried = 0
         while True:
             node = self.node

@@ -3,6 +3,7 @@ and raftkv's answers as ok / fail / info."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,17 +64,31 @@ class RaftkvClient:
 
     One instance per client worker. It reaches each member through the member's client
     proxy, on connections of its own or shared with the other workers (``shared``),
-    follows leader hints, and retries an operation on another member only when the answer
-    says it *certainly* did not happen (``not-leader``)."""
+    follows leader hints, and retries an operation on another member when the answer says
+    it *certainly* did not happen (``not-leader``).
+
+    Writes use raftkv's exactly-once sessions (``nodes/PROTOCOL.md``): each instance is a
+    client of its own, and every write carries the next ``seq``. A write whose outcome is
+    unknown before its deadline (the connection was lost, or the answer said ``maybe``:
+    e.g. its leader was deposed with the entry uncommitted) is sent again, with the same
+    ``seq``, to whoever leads now, as a real client of raftkv would: the state machine
+    must apply it at most once, and the lab gets a definite answer more often. A write
+    still unknown at its deadline is ``info``, and the next one takes the next ``seq``."""
+
+    _sessions = itertools.count(1)
 
     def __init__(self, addrs: dict[str, Address], timeout: float, rng: Any,
-                 accounts: Sequence[str] = (), *, shared: bool = False) -> None:
+                 accounts: Sequence[str] = (), *, shared: bool = False,
+                 home: str | None = None) -> None:
         self.addrs = addrs
+        self.home = home if home in addrs else None  # bound: every operation starts here
         self.accounts = sorted(accounts)
         self.timeout = timeout
         self.rng = rng
         self.leader: str | None = None
         self._conns = shared_connections() if shared else Connections()
+        self.session = f"lab-{next(RaftkvClient._sessions)}"
+        self._seq = 0
 
     async def __aenter__(self) -> RaftkvClient:
         self._conns.users += 1
@@ -85,6 +100,8 @@ class RaftkvClient:
             self._conns.close()
 
     def _pick(self) -> str:
+        if self.home is not None:
+            return self.home
         if self.leader in self.addrs:
             return self.leader
         return str(self.rng.choice(sorted(self.addrs)))
@@ -93,8 +110,12 @@ class RaftkvClient:
         """Send ``req`` to the leader (as far as we know), following hints until the
         deadline. Unknown outcomes are ``info`` unless the request is idempotent."""
         deadline = trio.current_time() + self.timeout
+        if not idempotent:
+            self._seq += 1
+            req = {**req, "client": self.session, "seq": self._seq}
         node = self._pick()
         tried: list[str] = []
+        unknown: Completion | None = None  # the last try's unknown outcome, if any
         while True:
             tried.append(node)
             try:
@@ -106,11 +127,11 @@ class RaftkvClient:
                 if trio.current_time() < deadline - 0.05 and len(tried) < 2 * len(self.addrs):
                     node = self._next(node)
                     continue
-                return Completion("fail", error="unreachable", node=node)
+                return unknown or Completion("fail", error="unreachable", node=node)
             if trio.current_time() >= deadline:
-                # Out of time before sending (after a not-leader hop): every earlier try
-                # certainly did not happen, and this one was never sent.
-                return Completion("fail", error="timeout", node=node)
+                # Out of time before sending (after a not-leader hop or a retry): this try
+                # was never sent, so the outcome is that of the tries before it.
+                return unknown or Completion("fail", error="timeout", node=node)
             try:
                 answer = await conn.call(req, deadline=deadline)
             except (trio.TooSlowError, ConnectionLost) as e:
@@ -119,7 +140,13 @@ class RaftkvClient:
                 if self.leader == node:
                     self.leader = None
                 err = "timeout" if isinstance(e, trio.TooSlowError) else "connection"
-                return Completion("fail" if idempotent else "info", error=err, node=node)
+                if idempotent:
+                    return Completion("fail", error=err, node=node)
+                unknown = Completion("info", error=err, node=node)
+                if isinstance(e, ConnectionLost) and self._may_retry(deadline, tried):
+                    node = self._next(node)
+                    continue
+                return unknown
             if answer.get("ok"):
                 self.leader = node
                 return Completion("ok", answer.get("value"), node=node)
@@ -134,10 +161,22 @@ class RaftkvClient:
                     else:
                         node = self.leader
                     continue
-                return Completion("fail", error=error, node=node)
+                return unknown or Completion("fail", error=error, node=node)
             if answer.get("maybe"):
-                return Completion("info", error=error, node=node)
+                unknown = Completion("info", error=error, node=node)
+                if not idempotent and self._may_retry(deadline, tried):
+                    hint = answer.get("leader")
+                    self.leader = hint if hint in self.addrs and hint != node else None
+                    node = self.leader or self._next(node)
+                    await trio.sleep(0.02)
+                    continue
+                return unknown
+            if unknown is not None and error == "stale-seq":
+                return unknown  # a later write of ours applied first: this one never will
             return Completion("fail", answer.get("value"), error=error, node=node)
+
+    def _may_retry(self, deadline: float, tried: list[str]) -> bool:
+        return trio.current_time() < deadline - 0.05 and len(tried) < 2 * len(self.addrs)
 
     async def write_initial(self, values: Mapping[str, Any]) -> bool:
         """Write ``values`` in one transaction (e.g. the bank's opening balances)."""

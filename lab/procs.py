@@ -129,12 +129,68 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+#: Lines of a member's log kept with an exit the lab did not cause.
+EXIT_LOG_LINES = 12
+
+
+class _ExitWatch:
+    """Which member processes the lab itself ended (killed or stopped), and the exits it
+    did not cause, each reported once."""
+
+    def __init__(self) -> None:
+        self.caused: set[int] = set()  # pids
+        self.seen: set[int] = set()
+        self.pending: list[dict[str, Any]] = []
+
+
+def log_tail(path: Path, lines: int = EXIT_LOG_LINES) -> list[str]:
+    """The last ``lines`` lines of a log file (empty if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line[:500] for line in text.splitlines()[-lines:]]
+
+
 class MemberProcesses(abc.ABC):
     """The process side of a system adapter's cluster: signal, kill, stop, ask whether a
     member runs, and list the pids and ports. ``members`` maps ids to objects with a
-    ``proc`` (the member's ``Popen`` or None), ``peer`` and ``client`` addresses."""
+    ``proc`` (the member's ``Popen`` or None), ``peer`` and ``client`` addresses and a
+    ``log_path``.
+
+    It also tells the exits the lab caused (:meth:`kill`, :meth:`stop`) from those it did
+    not: a member that exits on its own (a crash, a panic, a refusal to start on its own
+    data) is a finding, collected by :meth:`collect_exits`."""
 
     members: Any
+
+    @property
+    def _exit_watch(self) -> _ExitWatch:
+        w = self.__dict__.get("_exit_watch_state")
+        if w is None:
+            w = self.__dict__["_exit_watch_state"] = _ExitWatch()
+        return w
+
+    def _check_exit(self, mid: str, p: subprocess.Popen[bytes] | None) -> None:
+        w = self._exit_watch
+        if p is None or p.pid in w.seen or p.pid in w.caused or p.poll() is None:
+            return
+        w.seen.add(p.pid)
+        w.pending.append({"node": mid, "pid": p.pid, "code": p.returncode,
+                          "log_tail": log_tail(Path(self.members[mid].log_path))})
+
+    def collect_exits(self) -> list[dict[str, Any]]:
+        """The member exits the lab did not cause, found since the last call: ``node``,
+        ``pid``, ``code`` (negative: the signal that ended it) and ``log_tail`` (the last
+        lines of its log)."""
+        for mid, m in self.members.items():
+            self._check_exit(mid, m.proc)
+        w = self._exit_watch
+        out, w.pending = w.pending, []
+        return out
 
     @abc.abstractmethod
     def argv(self, mid: str) -> list[str]:
@@ -148,6 +204,7 @@ class MemberProcesses(abc.ABC):
         m = self.members[mid]
         if m.proc is not None and m.proc.poll() is None:
             return
+        self._check_exit(mid, m.proc)  # before the next life replaces it
         self.prepare(mid)
         m.proc = spawn(self.argv(mid), log_path=m.log_path)
         m.starts += 1
@@ -165,6 +222,8 @@ class MemberProcesses(abc.ABC):
         """SIGKILL (after SIGCONT, in case it is paused) and reap."""
         p = self.members[mid].proc
         if p is not None:
+            if p.poll() is None:
+                self._exit_watch.caused.add(p.pid)
             self.signal(mid, signal.SIGCONT)
             signal_process(p, signal.SIGKILL)
             await trio.to_thread.run_sync(p.wait)
@@ -174,6 +233,7 @@ class MemberProcesses(abc.ABC):
         p = self.members[mid].proc
         if p is None or p.poll() is not None:
             return
+        self._exit_watch.caused.add(p.pid)
         self.signal(mid, signal.SIGCONT)
         signal_process(p, signal.SIGTERM)
         with trio.move_on_after(grace):

@@ -94,9 +94,18 @@ class Observer:
         self.leader: str | None = None
         self.term = 0
         self.leaders_seen: list[tuple[int, str]] = []  # (term, leader) in order of observation
+        # Members that exited without the lab ending them (``collect_exits``), with the
+        # history time they were noticed at.
+        self.exits: list[dict[str, Any]] = []
+
+    def note_exits(self) -> None:
+        now = self.history.now()
+        for e in self.cluster.collect_exits():
+            self.exits.append({"time": now, **e})
 
     async def poll_once(self) -> None:
         st = await self.cluster.statuses(timeout=0.3)
+        self.note_exits()
         now = self.history.now()
         best: tuple[int, str] | None = None
         for mid, s in sorted(st.items()):
@@ -277,6 +286,7 @@ class Experiment:
         finally:
             with trio.CancelScope(shield=True):
                 await cluster.stop_all()
+            observer.note_exits()  # a member that died after the last poll
             observer.close()
             if digests is not None:
                 digests.close()
@@ -503,6 +513,8 @@ class Experiment:
             "counts": dict(h.counts),
             "nemesis_events": h.nemesis_events,
             "leaders": [{"term": t, "leader": n} for t, n in observer.leaders_seen],
+            # members that exited without the lab ending them: a crash is a finding
+            "member_exits": observer.exits,
             "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
             # the random nemesis as it ran: its unit resolved to seconds with the run's timing
             "random": nemesis.random_info if nemesis is not None else None,

@@ -54,6 +54,7 @@ from lab.checker import (
     leader_safety,
     load_history,
     log_check,
+    member_crashes,
     replica_agreement,
     vote_safety,
 )
@@ -214,6 +215,7 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
              "the committed-entry conflicts the members logged", conflicts, lost))}
     agreement, diverged = replica_agreement(run_digests(system, run), members)
     results["agreement"] = agreement
+    crashed = member_crashes(results.get("member_exits") or [])
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
@@ -231,11 +233,14 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
                 else "states differ")
         found.append(f"members' {what} at index {a['index']} "
                      f"({a['members'][0]} vs {a['members'][1]}), by their digests")
+    if crashed:
+        found.append("a member crashed (" + ", ".join(
+            f"{a['member']}, code {a['code']}" for a in crashed) + "), by its exit")
     if found:
         what = "; ".join(found)
         outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
         outcome.valid = False
-        outcome.anomalies = [*split, *double, *lost, *diverged, *outcome.anomalies]
+        outcome.anomalies = [*split, *double, *lost, *diverged, *crashed, *outcome.anomalies]
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
     try:

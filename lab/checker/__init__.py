@@ -32,6 +32,7 @@ from lab.checker._cluster import (
     election_safety,
     leader_safety,
     log_check,
+    member_crashes,
     vote_safety,
 )
 from lab.checker._events import DecodedHistory, HistoryError, Op, history_from_events, load_history
@@ -53,6 +54,7 @@ __all__ = [
     "leader_safety",
     "load_history",
     "log_check",
+    "member_crashes",
     "replica_agreement",
     "unknown_model",
     "vote_safety",

@@ -176,3 +176,38 @@ def log_check(records: Sequence[Any] | None, evidence: Collection[str] | None,
     return {"status": status, "members": sorted(heard),
             "silent": sorted(set(members) - heard), "records": len(records),
             "anomalies": len(anomalies)}
+
+
+def member_crashes(exits: Iterable[Any]) -> list[dict[str, Any]]:
+    """Anomalies (``type`` ``member-crashed``) from the member exits the lab did not cause
+    (``results.json`` ``member_exits``, :meth:`lab.procs.MemberProcesses.collect_exits`):
+    a member of a healthy cluster exits only when it is told to. A crash, a panic, an
+    assertion that fired or a member that refuses to start on its own data directory is a
+    bug of the system (and often the only outward sign of a broken invariant), whatever
+    the clients saw."""
+    out = []
+    for e in exits:
+        if not isinstance(e, dict) or not isinstance(e.get("node"), str):
+            continue
+        code = e.get("code")
+        how = (f"was ended by signal {-code}" if type(code) is int and code < 0
+               else f"exited with code {code}")
+        tail = [str(x) for x in e.get("log_tail") or []]
+        last = next((x for x in reversed(tail) if x.strip()), "")
+        t = e.get("time")
+        when = f" (noticed at {t / 1e9:.2f} s)" if type(t) is int else ""
+        out.append({
+            "type": "member-crashed",
+            "member": e["node"],
+            "code": code,
+            "pid": e.get("pid"),
+            "log_tail": tail,
+            "ops": [],
+            "explanation": (
+                f"{e['node']} {how} without the lab stopping or killing it{when}"
+                + (f"; its log ends: {last.strip()[:300]}" if last else "")
+                + ". A member exits only when told to: this is a crash of the system "
+                "under test (a failed assertion or consistency check, a panic, or a "
+                "refusal to start on what it wrote before)."),
+        })
+    return out

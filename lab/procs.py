@@ -138,8 +138,9 @@ class _ExitWatch:
     did not cause, each reported once."""
 
     def __init__(self) -> None:
-        self.caused: set[int] = set()  # pids
-        self.seen: set[int] = set()
+        # Popen objects (never pids: a pid can be reused by a later process)
+        self.caused: set[subprocess.Popen[bytes]] = set()
+        self.seen: set[subprocess.Popen[bytes]] = set()
         self.pending: list[dict[str, Any]] = []
 
 
@@ -176,9 +177,9 @@ class MemberProcesses(abc.ABC):
 
     def _check_exit(self, mid: str, p: subprocess.Popen[bytes] | None) -> None:
         w = self._exit_watch
-        if p is None or p.pid in w.seen or p.pid in w.caused or p.poll() is None:
+        if p is None or p in w.seen or p in w.caused or p.poll() is None:
             return
-        w.seen.add(p.pid)
+        w.seen.add(p)
         w.pending.append({"node": mid, "pid": p.pid, "code": p.returncode,
                           "log_tail": log_tail(Path(self.members[mid].log_path))})
 
@@ -223,7 +224,7 @@ class MemberProcesses(abc.ABC):
         p = self.members[mid].proc
         if p is not None:
             if p.poll() is None:
-                self._exit_watch.caused.add(p.pid)
+                self._exit_watch.caused.add(p)
             self.signal(mid, signal.SIGCONT)
             signal_process(p, signal.SIGKILL)
             await trio.to_thread.run_sync(p.wait)
@@ -233,7 +234,7 @@ class MemberProcesses(abc.ABC):
         p = self.members[mid].proc
         if p is None or p.poll() is not None:
             return
-        self._exit_watch.caused.add(p.pid)
+        self._exit_watch.caused.add(p)
         self.signal(mid, signal.SIGCONT)
         signal_process(p, signal.SIGTERM)
         with trio.move_on_after(grace):

@@ -51,6 +51,7 @@ from lab.checker import (
     check_history,
     commit_safety,
     election_safety,
+    harness_exit,
     leader_safety,
     load_history,
     log_check,
@@ -255,6 +256,11 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     if verdict == "valid" and results.get("partial"):
         # A cut-short run proves nothing good, though it can prove bad.
         verdict, reason = "unknown", f"the run ended early ({results.get('exit_reason')})"
+    elif verdict == "valid" and any(harness_exit(e) for e in results.get("member_exits") or []):
+        # A member could not restart because the machine took its port: the run did not
+        # test what it should have.
+        verdict, reason = "unknown", ("a member could not restart: its port was taken while "
+                                      "it was down (the machine's doing, not the system's)")
     elif verdict == "valid" and failed:
         # The scenario did not happen as written: its clean history is not the one asked for.
         verdict, reason = "unknown", "; ".join(failed)

@@ -498,3 +498,38 @@ def test_a_write_still_unknown_at_its_deadline_is_info() -> None:
             assert (await c.invoke("register", "write", "k", 1)).type == "info"
 
     run(test)
+
+
+@pytest.mark.parametrize("retry_answer,expected", [
+    ({"ok": False, "error": "overwritten"}, "info"),  # the first try may still commit
+    ({"ok": False, "error": "bad-request"}, "info"),
+    ({"ok": False, "error": "cas-mismatch", "value": 7}, "fail"),  # given for this seq
+])
+def test_only_an_answer_given_for_the_seq_settles_a_retried_write(
+        retry_answer: dict[str, object], expected: str) -> None:
+    """After a try of unknown outcome, a retry's definite error settles the write only when
+    the state machine gives it for that seq (it applied the retry, or recorded the first
+    try's result); any other error, e.g. the retry's own entry overwritten, leaves the
+    write unknown: ``info``, never a ``fail`` that may be a lie."""
+    import random
+
+    from lab.systems.raftkv.client import RaftkvClient
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.aclose()
+
+    async def answer(stream: trio.SocketStream) -> None:
+        r = json.loads((await stream.receive_some(65536)).split(b"\n")[0])
+        await stream.send_all(json.dumps({"id": r["id"], **retry_answer}).encode() + b"\n")
+        await trio.sleep(5)
+
+    async def test(n: trio.Nursery) -> None:
+        addrs = {"n1": ("127.0.0.1", await serve(n, hang_up)),
+                 "n2": ("127.0.0.1", await serve(n, answer))}
+        async with RaftkvClient(addrs, 2.0, random.Random(0)) as c:
+            c.leader = "n1"
+            got = await c.invoke("register", "cas", "k", [1, 2])
+            assert got.type == expected, got
+
+    run(test)

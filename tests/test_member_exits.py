@@ -100,3 +100,15 @@ def test_member_crashes_skips_garbage_and_says_signals() -> None:
     got = member_crashes([None, {"code": 1}, {"node": "n3", "code": -6, "log_tail": []}])
     assert [a["member"] for a in got] == ["n3"]
     assert "signal 6" in got[0]["explanation"]
+
+
+def test_a_member_whose_port_was_taken_is_the_machines_doing_not_a_crash(tmp_path: Path
+                                                                          ) -> None:
+    d = write_run(tmp_path / "run", Synth().register_ops(800))
+    r = json.loads((d / "results.json").read_text())
+    r["member_exits"] = [{"time": 1, "node": "n3", "pid": 1, "code": 2,
+                          "log_tail": ["error: [Errno 98] Address already in use"]}]
+    (d / "results.json").write_text(json.dumps(r))
+    out = decide(d)
+    assert out["verdict"] == "unknown" and "port was taken" in out["verdict_reason"]
+    assert not [a for a in out["checker"]["anomalies"] if a["type"] == "member-crashed"]

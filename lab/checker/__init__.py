@@ -30,6 +30,7 @@ from lab.checker._api import UnknownModelError, check_history
 from lab.checker._cluster import (
     commit_safety,
     election_safety,
+    harness_exit,
     leader_safety,
     log_check,
     member_crashes,
@@ -50,6 +51,7 @@ __all__ = [
     "check_history",
     "commit_safety",
     "election_safety",
+    "harness_exit",
     "history_from_events",
     "leader_safety",
     "load_history",

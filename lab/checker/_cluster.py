@@ -178,6 +178,18 @@ def log_check(records: Sequence[Any] | None, evidence: Collection[str] | None,
             "anomalies": len(anomalies)}
 
 
+#: What a member's last log lines say when it could not start because the machine, not the
+#: system, failed it (its port was taken while it was down): the lab's problem.
+HARNESS_EXIT = ("address already in use",)
+
+
+def harness_exit(exit: Any) -> bool:
+    """Whether an exit in ``member_exits`` was the machine's doing (:data:`HARNESS_EXIT`)."""
+    tail = " ".join(str(x) for x in (exit.get("log_tail") or [])[-3:]).lower() \
+        if isinstance(exit, dict) else ""
+    return any(s in tail for s in HARNESS_EXIT)
+
+
 def member_crashes(exits: Iterable[Any]) -> list[dict[str, Any]]:
     """Anomalies (``type`` ``member-crashed``) from the member exits the lab did not cause
     (``results.json`` ``member_exits``, :meth:`lab.procs.MemberProcesses.collect_exits`):
@@ -187,7 +199,7 @@ def member_crashes(exits: Iterable[Any]) -> list[dict[str, Any]]:
     the clients saw."""
     out = []
     for e in exits:
-        if not isinstance(e, dict) or not isinstance(e.get("node"), str):
+        if not isinstance(e, dict) or not isinstance(e.get("node"), str) or harness_exit(e):
             continue
         code = e.get("code")
         how = (f"was ended by signal {-code}" if type(code) is int and code < 0

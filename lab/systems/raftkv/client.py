@@ -59,6 +59,11 @@ def shared_connections() -> Connections:
         return _SHARED.get()
 
 
+#: Definite errors that settle a retried write: the state machine either applied this
+#: retry (the first try never was) or answers with the result it recorded for the seq.
+PROVEN_BY_SEQ = ("cas-mismatch", "txn-aborted")
+
+
 class RaftkvClient:
     """Turns the lab's operations into raftkv requests, and answers into ok / fail / info.
 
@@ -171,8 +176,11 @@ class RaftkvClient:
                     await trio.sleep(0.02)
                     continue
                 return unknown
-            if unknown is not None and error == "stale-seq":
-                return unknown  # a later write of ours applied first: this one never will
+            if unknown is not None and error not in PROVEN_BY_SEQ:
+                # Only answers that the state machine gives for this very seq say what
+                # became of the write; any other (e.g. the retry's own entry was
+                # overwritten) leaves the first try's outcome unknown.
+                return unknown
             return Completion("fail", answer.get("value"), error=error, node=node)
 
     def _may_retry(self, deadline: float, tried: list[str]) -> bool:

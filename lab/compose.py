@@ -11,8 +11,12 @@ crafted scenarios use, with everything chance decided made explicit, so that
 * ``cut-links``: one shape of :data:`CUT_SHAPES` (the member cannot send, or cannot
   receive; a random split cut one way or both ways; 1 to 3 random directed links), as
   the explicit list of directed links;
-* ``latency``: from one heartbeat to one election timeout (jitter up to half of it), on
-  the links touching the member or on a random set of directed links, as ``links``.
+* ``latency``: from one heartbeat to :data:`LATENCY_ELECTIONS` election timeouts (jitter up
+  to half of it), on the links touching the member or on a random set of directed links,
+  as ``links``. Below the election timeout it slows replication and reads; above it,
+  timers misfire: followers behind a slow leader elect another while it still believes
+  it leads and its answers take that long to say otherwise, the window in which a
+  deposed leader's reads and a new leader's first reads can go wrong.
 
 :func:`working_majority` says whether some majority of members would still be running,
 unpaused and all connected to each other both ways; the nemesis starts a draw that
@@ -39,6 +43,8 @@ __all__ = ["CUT_SHAPES", "PROCESS", "Draw", "State", "draw", "keeps_majority", "
 
 #: Composed actions that take a member down (killed, stopped or paused).
 PROCESS = ("kill", "stop", "pause")
+#: The longest composed latency, in election timeouts.
+LATENCY_ELECTIONS = 3
 #: The shapes a composed ``cut-links`` draws from.
 CUT_SHAPES = ("cannot-send", "cannot-receive", "split-one-way", "split-both", "links")
 
@@ -174,7 +180,7 @@ def draw(action: str, target: str, state: State, rng: Random, election: float,
                     fallback=fallback)
     if action == "latency":
         hb_ms, el_ms = max(1, round(heartbeat * 1000)), max(1, round(election * 1000))
-        ms = rng.randint(min(hb_ms, el_ms), el_ms)
+        ms = rng.randint(min(hb_ms, el_ms), LATENCY_ELECTIONS * el_ms)
         jitter = rng.randint(0, ms // 2)
         if rng.random() < 0.5:
             links, shape = topology.components([[member], others]), "touching"

@@ -312,15 +312,7 @@ class ProcessRunner:
         limit = self.plan.time_limit
         wait = max(limit + 60, min(limit * 3 + 300, self.deadline - time.monotonic() + 60))
         try:
-            code: int | None = self._proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            procs.signal_process(self._proc, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                procs.signal_process(self._proc, signal.SIGKILL)
-                self._proc.wait()
-            code = None
+            code = procs.wait_or_end(self._proc, wait)
         finally:
             self._proc = None
         run_dir = run_dir_from(log)

@@ -51,6 +51,23 @@ def signal_process(proc: subprocess.Popen[bytes], sig: int) -> None:
             pass
 
 
+def wait_or_end(proc: subprocess.Popen[bytes], timeout: float, grace: float = 30.0
+                ) -> int | None:
+    """Wait for a child (a whole ``raftlab run``) up to ``timeout`` seconds; past that,
+    SIGTERM it (it cleans up), and SIGKILL it if it is still there ``grace`` seconds
+    later. Its exit code, or None when it had to be ended."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_process(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            signal_process(proc, signal.SIGKILL)
+            proc.wait()
+        return None
+
+
 def descendants_alive(pids: Sequence[int]) -> list[int]:
     """Which of ``pids`` (and their children) are still running (zombies excluded)."""
     alive = []

@@ -274,16 +274,8 @@ class Runner:
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
         left = self.suite.budget - (time.time() - self.started)
         try:
-            code: int | None = self._proc.wait(
-                timeout=max(cell.time_limit + 60, min(cell.time_limit * 3 + 300, left + 60)))
-        except subprocess.TimeoutExpired:
-            procs.signal_process(self._proc, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                procs.signal_process(self._proc, signal.SIGKILL)
-                self._proc.wait()
-            code = None
+            code = procs.wait_or_end(
+                self._proc, max(cell.time_limit + 60, min(cell.time_limit * 3 + 300, left + 60)))
         finally:
             self._proc = None
         run_dir = run_dir_from(log)

@@ -428,26 +428,14 @@ class Link:
             # connection would stay open, never read again.
             if toxic.kind.closes_on_remove and stage.active:
                 end = self._queue_after_index(index)
-                self._stop_run(stage)
-                held = stage.inq
-                stage.inq = None
-                stage.active = False
-                self.n_active -= 1
-                if held is not None:
-                    held.wake_putters()
+                self._retire(stage)
                 del self.stages[index]
                 end.append(Chunk(None, trio.current_time()))
             return
         if toxic.kind.closes_on_remove:
             out = self._queue_after_index(index) if self.tail is not None else None
             if stage.active:
-                self._stop_run(stage)
-                dropped = stage.inq
-                stage.inq = None
-                stage.active = False
-                self.n_active -= 1
-                if dropped is not None:
-                    dropped.wake_putters()
+                self._retire(stage)
             del self.stages[index]
             self._finish(out)
             return
@@ -542,6 +530,17 @@ class Link:
             self._deactivate(index)
         elif now_active:
             self._activate(index)
+
+    def _retire(self, stage: _Stage) -> None:
+        """Stop an active stage's task and drop its input queue (waking anyone blocked
+        putting into it): the stage is about to leave the pipeline."""
+        self._stop_run(stage)
+        q = stage.inq
+        stage.inq = None
+        stage.active = False
+        self.n_active -= 1
+        if q is not None:
+            q.wake_putters()
 
     def _stop_run(self, stage: _Stage) -> Chunk | None:
         run = stage.run

@@ -283,7 +283,7 @@ def test_a_seeded_bug_failure_replays_and_shrinks(tmp_path: Path) -> None:
     Real runs are not deterministic, so the bug is one the isolation exposes every time
     (the isolated leader acknowledges writes it never commits, and the new leader
     overwrites them: 15 of 15 runs in the detection matrix, and without faults it passes).
-    A replay gets two tries and shrink a budget of about six runs; either failing to
+    A replay gets two tries and shrink a budget of about four runs; either failing to
     reproduce the failure fails the test. (stale-read, used here before, was caught in
     only some runs, so this test could only say "expected failure" when it was not.)"""
     reports = tmp_path / "reports"
@@ -329,9 +329,9 @@ def test_a_seeded_bug_failure_replays_and_shrinks(tmp_path: Path) -> None:
     assert members_left(tmp_path) == []
     assert 1 in replays, f"the replays applied the same faults but did not fail again in 2 " \
         f"tries (exit codes {replays})"
-    # shrink, on a small budget (about six 15 s runs; up to 2 tries per candidate)
+    # shrink, on a small budget (about four 15 s runs; up to 2 tries per candidate)
     out_file = tmp_path / "shrunk.yaml"
-    code, out = raftlab("shrink", str(original), "--out", str(out_file), "--budget", "130s",
+    code, out = raftlab("shrink", str(original), "--out", str(out_file), "--budget", "100s",
                         timeout=300)
     print(out)
     assert members_left(tmp_path) == []

@@ -54,7 +54,7 @@ RUN_SECONDS = 30  # client time of one fallback ``raftlab run``
 
 
 class PatchError(Exception):
-    pass
+    """A mutant's patch does not apply, or the patched copy does not import."""
 
 
 # ----------------------------------------------------------------------------- patches

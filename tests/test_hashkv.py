@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from needs import missing
 from test_etcd import RAFTLAB, ROOT, need_etcd
 
 from lab.checker import replica_agreement
@@ -291,7 +292,7 @@ def test_a_failing_round_is_logged_and_the_recorder_goes_on(tmp_path: Path,
 def test_a_real_etcd_run_agrees_by_hashkv(tmp_path: Path) -> None:
     need_etcd()
     if find_etcdctl() is None:
-        pytest.skip("etcdctl not found (Debian: apt-get install etcd-client)")
+        missing("etcd", "etcdctl not found (Debian: apt-get install etcd-client)")
     out = tmp_path / "out"
     args = ["run", "workloads/register.yaml", "faults/none.yaml", "--system", "etcd",
             "--nodes", "3", "--time-limit", "8", "--out", str(out)]

@@ -11,12 +11,17 @@ crafted scenarios use, with everything chance decided made explicit, so that
 * ``cut-links``: one shape of :data:`CUT_SHAPES` (the member cannot send, or cannot
   receive; a random split cut one way or both ways; 1 to 3 random directed links), as
   the explicit list of directed links;
-* ``latency``: from one heartbeat to :data:`LATENCY_ELECTIONS` election timeouts (jitter up
-  to half of it), on the links touching the member or on a random set of directed links,
-  as ``links``. Below the election timeout it slows replication and reads; above it,
-  timers misfire: followers behind a slow leader elect another while it still believes
-  it leads and its answers take that long to say otherwise, the window in which a
-  deposed leader's reads and a new leader's first reads can go wrong.
+* ``latency``: with chance :data:`SLOW_NETWORK` on every directed link, from half a
+  heartbeat to half an election timeout (a slow network: no timer misfires, but every
+  round of votes, appends and commits takes a good part of a timeout, so a new leader's
+  commit index lags what the old one acknowledged for that long, candidates overlap and
+  the windows between a message and its answer open wide); otherwise from one heartbeat
+  to :data:`LATENCY_ELECTIONS` election timeouts, on the links touching the member or on
+  a random set of directed links. Jitter is up to half the delay. Above the election
+  timeout, timers misfire: followers behind a slow leader elect another while it still
+  believes it leads and its answers take that long to say otherwise, the window in which
+  a deposed leader's reads and a new leader's first reads can go wrong.
+  Every latency is explicit in ``links``.
 
 :func:`working_majority` says whether some majority of members would still be running,
 unpaused and all connected to each other both ways; the nemesis starts a draw that
@@ -38,13 +43,17 @@ from lab import topology
 from lab.scenario import COMPOSE_ACTIONS
 from lab.topology import Cuts
 
-__all__ = ["CUT_SHAPES", "PROCESS", "Draw", "State", "draw", "keeps_majority", "pick",
+__all__ = ["CUT_SHAPES", "PROCESS", "SLOW_NETWORK", "Draw", "State", "draw", "keeps_majority",
+           "pick",
            "working_majority"]
 
 #: Composed actions that take a member down (killed, stopped or paused).
 PROCESS = ("kill", "stop", "pause")
 #: The longest composed latency, in election timeouts.
 LATENCY_ELECTIONS = 3
+#: The chance that a composed ``latency`` slows every link (shape ``everywhere``), by half
+#: a heartbeat to half an election timeout.
+SLOW_NETWORK = 0.3
 #: The shapes a composed ``cut-links`` draws from.
 CUT_SHAPES = ("cannot-send", "cannot-receive", "split-one-way", "split-both", "links")
 
@@ -180,16 +189,23 @@ def draw(action: str, target: str, state: State, rng: Random, election: float,
                     fallback=fallback)
     if action == "latency":
         hb_ms, el_ms = max(1, round(heartbeat * 1000)), max(1, round(election * 1000))
-        ms = rng.randint(min(hb_ms, el_ms), LATENCY_ELECTIONS * el_ms)
-        jitter = rng.randint(0, ms // 2)
-        if rng.random() < 0.5:
-            links, shape = topology.components([[member], others]), "touching"
+        everything = sorted(topology.all_links(members),
+                            key=lambda link: (members.index(link[0]), members.index(link[1])))
+        roll = rng.random()
+        if roll < SLOW_NETWORK:
+            # The whole network slow, below the election timeout: nobody times out for
+            # it, but every exchange takes a good part of a timeout.
+            ms = rng.randint(max(1, hb_ms // 2), max(1, hb_ms // 2, el_ms // 2))
+            jitter = rng.randint(0, ms // 2)
+            links, shape, member = frozenset(everything), "everywhere", None
         else:
-            everything = sorted(topology.all_links(members),
-                                key=lambda link: (members.index(link[0]),
-                                                  members.index(link[1])))
-            k = rng.randint(1, max(1, len(everything) // 2))
-            links, shape, member = frozenset(rng.sample(everything, k)), "links", None
+            ms = rng.randint(min(hb_ms, el_ms), LATENCY_ELECTIONS * el_ms)
+            jitter = rng.randint(0, ms // 2)
+            if roll < (1 + SLOW_NETWORK) / 2:
+                links, shape = topology.components([[member], others]), "touching"
+            else:
+                k = rng.randint(1, max(1, len(everything) // 2))
+                links, shape, member = frozenset(rng.sample(everything, k)), "links", None
         return Draw(action, target, member, (), {"links": _listed(links, members), "ms": ms,
                                                 "jitter": jitter},
                     shape=shape, fallback=fallback and member is not None)

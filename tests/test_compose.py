@@ -113,7 +113,8 @@ def test_every_shape_and_action_is_drawn() -> None:
     draws = [d for seed in range(3) for d in _draws(seed) if d is not None]
     assert {d.action for d in draws} == set(COMPOSE_ACTIONS)
     assert {d.shape for d in draws if d.action == "cut-links"} == set(compose.CUT_SHAPES)
-    assert {d.shape for d in draws if d.action == "latency"} == {"touching", "links"}
+    assert {d.shape for d in draws if d.action == "latency"} == {"touching", "links",
+                                                                 "everywhere"}
 
 
 def test_the_cut_shapes_are_what_they_say() -> None:
@@ -142,7 +143,12 @@ def test_latency_is_scaled_to_the_timing() -> None:
     for _ in range(100):
         d = draw("latency", "random", State(FIVE), rng, 0.3, 0.05)
         assert d is not None and d.nodes == () and d.params["links"]
-        assert 50 <= d.params["ms"] <= 900 and 0 <= d.params["jitter"] <= d.params["ms"] // 2
+        assert 0 <= d.params["jitter"] <= d.params["ms"] // 2
+        if d.shape == "everywhere":  # a slow network: half a heartbeat to half a timeout
+            assert 25 <= d.params["ms"] <= 150, d
+            assert len(d.params["links"]) == len(FIVE) * (len(FIVE) - 1)
+        else:
+            assert 50 <= d.params["ms"] <= 900, d
     assert max(d.params["ms"] for d in [draw("latency", "random", State(FIVE), rng, 0.3, 0.05)
                                         for _ in range(200)] if d) > 300  # above one timeout
 

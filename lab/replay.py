@@ -394,6 +394,7 @@ def workload_yaml(w: Workload, header: str = "") -> str:
         "final": {"reads": w.final_reads, "settle": w.settle},
         "connections": w.connections,
         "placement": w.placement,
+        "readers": w.readers,
     }
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=96)
     lines = [f"# {line}".rstrip() for line in header.splitlines()]

@@ -46,9 +46,13 @@ from lab.systems import (
 )
 from lab.systems.types import DigestPoller
 from lab.toxiclient import open_toxiproxy
-from lab.workload import Generator
+from lab.workload import Generator, Invocation
 
 log = logging.getLogger("raftlab")
+
+#: A reader's reads in flight at most (each ends by the workload's timeout, so at a
+#: client's pace it seldom has more than a few).
+READS_IN_FLIGHT = 8
 
 
 @dataclass
@@ -192,7 +196,9 @@ class Experiment:
         self.proxy_kind = "none"
         self.started = time.time()
         self.phase = "starting"
-        self._next_process = self.concurrency
+        # Readers come after the clients; a new process id comes after both.
+        self.readers = workload.readers * opts.nodes
+        self._next_process = self.concurrency + self.readers
         self.history: History | None = None
         # What the scenario assumed before its schedule starts, and whether it held
         # (``results.json``'s ``premises``; :func:`initial_leader_premise`).
@@ -347,6 +353,9 @@ class Experiment:
             async with trio.open_nursery() as main:
                 for i in range(self.concurrency):
                     main.start_soon(self._worker, i, addrs)
+                members = sorted(addrs)
+                for j in range(self.readers):
+                    main.start_soon(self._reader, j, members[j % len(members)], addrs)
                 main.start_soon(nemesis.run, self.opts.time_limit)
             self.phase = "healing"
             await nemesis.heal_everything()
@@ -396,11 +405,13 @@ class Experiment:
         return leader
 
     def _client(self, addrs: dict[str, Any], timeout: float, rng: random.Random,
-                accounts: Sequence[str] = (), worker: int | None = None) -> SystemClient:
+                accounts: Sequence[str] = (), worker: int | None = None,
+                home: str | None = None) -> SystemClient:
         """A client worker's driver, on the connections the workload asks for, bound to
-        the member its placement gives worker ``worker`` (none for other clients)."""
-        home = None if worker is None else home_member(self.workload.placement, worker,
-                                                       sorted(addrs))
+        ``home``, else to the member its placement gives worker ``worker`` (none for
+        other clients)."""
+        if home is None and worker is not None:
+            home = home_member(self.workload.placement, worker, sorted(addrs))
         return self.client_factory(addrs, timeout, rng, accounts,
                                    shared=self.workload.connections == "shared", home=home)
 
@@ -453,6 +464,40 @@ class Experiment:
                 if await self._op(client, process, op.f, op.key, op.value) == "info":
                     process = self._new_process()
 
+    async def _reader(self, j: int, member: str, addrs: dict[str, Any]) -> None:
+        """Reader ``j``: read-only operations, each sent first to ``member`` (following
+        the system's redirects from there), started at a client worker's pace whether or
+        not the earlier ones have ended (up to :data:`READS_IN_FLIGHT` at once, each as a
+        process of its own). A member that was cut off, paused or deposed keeps being
+        asked, at moments spread over the fault, while the clients have moved on to the
+        new leader (or stall on it: its writes cannot commit), so whatever it answers
+        meets the new leader's writes in one history."""
+        rng = random.Random(self.opts.seed * 1_000 + 500 + j)
+        mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
+        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        free = [self.concurrency + j]  # process numbers with nothing in flight
+        slots = trio.Semaphore(READS_IN_FLIGHT)
+
+        async def one(client: SystemClient, process: int, op: Invocation) -> None:
+            try:
+                if await self._op(client, process, op.f, op.key, op.value) != "info":
+                    free.append(process)  # (an info process never invokes again)
+            finally:
+                slots.release()
+
+        async with self._client(addrs, self.workload.timeout, rng, accounts,
+                                home=member) as client, trio.open_nursery() as reads:
+            while trio.current_time() < self.t_end:
+                if mean_gap:
+                    await trio.sleep(min(rng.expovariate(1 / mean_gap),
+                                         max(0.0, self.t_end - trio.current_time())))
+                await slots.acquire()
+                if trio.current_time() >= self.t_end:
+                    slots.release()
+                    return
+                process = free.pop() if free else self._new_process()
+                reads.start_soon(one, client, process, self.gen.next_read())
+
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
         accounts = self.gen.keys if self.workload.model == "bank" else ()
         async with self._client(addrs, max(self.workload.timeout, 2.0), random.Random(7),
@@ -501,6 +546,7 @@ class Experiment:
             "seed": self.opts.seed,
             "time_limit": self.opts.time_limit,
             "concurrency": self.concurrency,
+            "readers": self.readers,
             "rate": self.rate,
             "bugs": list(self.opts.bugs),
             "command": self.opts.command,

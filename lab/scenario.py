@@ -114,6 +114,7 @@ class Workload:
     settle: float = 5.0  # seconds to let the cluster recover before the final phase
     connections: str = "shared"  # or "per-client": CONNECTIONS
     placement: str = "mixed"  # which member a worker asks first: PLACEMENTS
+    readers: int = 1  # read-only workers bound to each member, besides the clients
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ def compose_yaml(path: Path) -> tuple[YamlDoc, yaml.Node]:
 #: The top-level keys of a workload file, in the documented order.
 WORKLOAD_KEYS = ("name", "description", "model", "keys", "clients", "rate", "timeout", "mix",
                  "values", "txn", "accounts", "total", "max_transfer", "final", "connections",
-                 "placement")
+                 "placement", "readers")
 #: How client workers reach the members: ``shared`` connections for all workers of a run
 #: (requests of one scheduling round leave together), or a connection ``per-client``
 #: worker of its own (as raftkv's own load generator does).
@@ -387,6 +388,8 @@ def load_workload(path: Path) -> Workload:
         kw["connections"] = doc.one_of(get("connections"), CONNECTIONS, "connections")
     if "placement" in m:
         kw["placement"] = doc.one_of(get("placement"), PLACEMENTS, "placement")
+    if "readers" in m:
+        kw["readers"] = doc.integer(get("readers"), "readers", 0, 10)
     allowed_fs = MODELS[model]
     if "mix" in m:
         mix_map = doc.mapping(get("mix"), "mix")
@@ -837,6 +840,7 @@ def json_schema() -> dict[str, Any]:
             "rate": {"type": "number", "minimum": 0}, "timeout": duration,
             "connections": {"enum": list(CONNECTIONS)},
             "placement": {"enum": list(PLACEMENTS)},
+            "readers": {"type": "integer", "minimum": 0, "maximum": 10},
             "mix": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
                     "propertyNames": {"enum": sorted({f for fs in MODELS.values()
                                                       for f in fs})}},

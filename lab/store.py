@@ -485,7 +485,7 @@ def _seconds(doc: YamlDoc, fm: dict[str, tuple[yaml.Node, yaml.Node]], key: str
 
 
 _WORKLOAD_MIN = {"keys": 1, "clients": 1, "txn_min": 1, "txn_max": 1, "accounts": 2,
-                 "total": 0, "max_transfer": 1}
+                 "total": 0, "max_transfer": 1, "readers": 0}
 
 
 def _bugs(doc: YamlDoc, node: yaml.Node, system: str) -> tuple[str, ...]:
@@ -553,6 +553,8 @@ def _workload(doc: YamlDoc, node: yaml.Node) -> Workload:
         doc.one_of(m["placement"][1], PLACEMENTS, "workload.placement")
     else:  # a run from before the key existed: its clients followed the leader
         kw["placement"] = "leader"
+    if "readers" not in kw:  # a run from before the key existed: it had no readers
+        kw["readers"] = 0
     kw["mix"] = mix
     return Workload(**kw)
 

@@ -82,6 +82,18 @@ class Generator:
                 micro.append(["append", k, next(self._unique)])
         return Invocation("txn", None, micro)
 
+    def next_read(self) -> Invocation:
+        """A read-only operation of the model, for a reader (whatever the mix says):
+        one key's value, the whole set, counter or bank, or a list-append transaction
+        of reads only."""
+        model = self.w.model
+        if model in ("register", "cas-register"):
+            return Invocation("read", self.rng.choice(self.keys))
+        if model in ("set", "counter", "bank"):
+            return Invocation("read")
+        n = min(len(self.keys), self.rng.randint(self.w.txn_min, self.w.txn_max))
+        return Invocation("txn", None, [["r", k, None] for k in self.rng.sample(self.keys, n)])
+
     def final_ops(self) -> list[Invocation]:
         """Reads after healing: every key's value once the cluster has recovered."""
         if not self.w.final_reads:

@@ -550,6 +550,23 @@ def check_schedule(run: Run, fault: str, members: list[str]) -> None:
 # --------------------------------------------------------------------------- operations
 
 
+def check_readers(run: Any, events: list[dict[str, Any]], model: str) -> None:
+    """The workload's readers (one per member by default) ran under the process numbers
+    after the clients' (a reader with several reads in flight takes more, fresh ones),
+    only reading, and some reads of each were answered."""
+    clients, readers = run.results["concurrency"], run.results["readers"]
+    assert readers == run.results["nodes"], run.results  # the default: one per member
+    mine = [e for e in client_events(events)
+            if isinstance(e["process"], int) and clients <= e["process"] < clients + readers]
+    for e in mine:
+        if model == "list-append":
+            assert e["f"] == "txn" and all(m[0] == "r" for m in e["value"] or []), e
+        else:
+            assert e["f"] == "read", e
+    answered = {e["process"] for e in mine if e["type"] == "ok"}
+    assert answered == set(range(clients, clients + readers)), (answered, clients, readers)
+
+
 def check_op_shapes(model: str, events: list[dict[str, Any]], keys: list[str]) -> None:
     """Every client event has Jepsen's shape for its model (docs/writing-workloads.md)."""
     for e in client_events(events):
@@ -750,6 +767,7 @@ def test_workload_runs_clean(tmp_path: Path, workload: str, fault: str) -> None:
     assert ok_count(events, MAIN_F[workload]) > 0, Counter(
         (e["f"], e["type"]) for e in client_events(events))
     assert_final_reads(run, events, workload)
+    check_readers(run, events, model)
     check_schedule(run, fault, ["n1", "n2", "n3"])
     if fault != "none":
         acts = {s["action"] for s in run.jsonl("schedule.jsonl") if s["phase"] == "start"}

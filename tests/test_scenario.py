@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lab.scenario import (
+    MODELS,
     ScenarioError,
     check_members,
     json_schema,
@@ -367,6 +369,8 @@ WORKLOAD_ERRORS = [
      "unknown connections 'per-clients' (expected one of: shared, per-client)"),
     ("name: w\ndescription: d\nmodel: register\nplacement: follower\n", 4,
      "unknown placement 'follower' (expected one of: mixed, leader, members)"),
+    ("name: w\ndescription: d\nmodel: register\nreaders: 11\n", 4, "readers"),
+    ("name: w\ndescription: d\nmodel: register\nreaders: some\n", 4, "readers"),
     ("name: w\ndescription: d\nmodel: set\nfinal:\n  settle: 2s\n  reads: false\n", 6,
      "final.reads: false cannot go with the set model: the set checker needs the final read "
      "(the only read of a set run), so the verdict would always be unknown"),
@@ -596,6 +600,32 @@ def test_placement_binds_workers_to_members_round_robin() -> None:
     mixed = [home_member("mixed", i, m) for i in range(12)]
     assert mixed == [None, None, "n1", None, None, "n2", None, None, "n3", None, None, "n1"]
     assert home_member("members", 3, []) is None
+
+
+def test_a_workload_says_its_readers(tmp_path: Path) -> None:
+    base = "name: w\ndescription: d\nmodel: register\n"
+    assert load_workload(write(tmp_path, base)).readers == 1
+    assert load_workload(write(tmp_path, base + "readers: 0\n")).readers == 0
+    assert load_workload(write(tmp_path, base + "readers: 3\n")).readers == 3
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_a_reader_only_reads(tmp_path: Path, model: str) -> None:
+    """Whatever the mix, a reader's operations are the model's read: a key, the whole
+    set, counter or bank, or a list-append transaction of reads of distinct keys."""
+    w = load_workload(write(tmp_path, f"name: w\ndescription: d\nmodel: {model}\nkeys: 3\n"
+                                      "txn: {min_ops: 1, max_ops: 5}\n"))
+    g = Generator(w, random.Random(5))
+    for _ in range(200):
+        op = g.next_read()
+        if model in ("register", "cas-register"):
+            assert op.f == "read" and op.key in g.keys and op.value is None
+        elif model == "list-append":
+            keys = [k for _, k, _ in op.value]
+            assert op.f == "txn" and all(m[0] == "r" and m[2] is None for m in op.value)
+            assert 1 <= len(keys) <= 3 and len(set(keys)) == len(keys) <= len(g.keys)
+        else:
+            assert op == ("read", None, None)
 
 
 def test_a_workload_says_its_placement(tmp_path: Path) -> None:

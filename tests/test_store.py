@@ -196,8 +196,8 @@ def test_the_resolved_scenario_round_trips(tmp_path: Path) -> None:
 
 
 def test_an_old_scenario_file_still_loads(tmp_path: Path) -> None:
-    """A run from before ``connections``, ``placement``, ``replay_of`` and ``command``
-    were written."""
+    """A run from before ``connections``, ``placement``, ``readers``, ``replay_of`` and
+    ``command`` were written."""
     exp = experiment(tmp_path)
     exp.write_scenario()
     run = RunDir(exp.dir)
@@ -206,10 +206,12 @@ def test_an_old_scenario_file_still_loads(tmp_path: Path) -> None:
         del doc[key]
     del doc["workload"]["connections"]
     del doc["workload"]["placement"]
+    del doc["workload"]["readers"]
     run.scenario_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = run.read_scenario()
     assert r.workload.connections == "per-client" and r.command == () and r.replay_of is None
     assert r.workload.placement == "leader"  # its clients followed the leader
+    assert r.workload.readers == 0  # it had none
     assert r == RunDir(exp.dir).read_scenario()
 
 

@@ -299,7 +299,8 @@ def _what_ran(run: RunData) -> list[tuple[str, str]]:
         ("started", _local_time(_started(run))),
         ("time limit", _secs(run.setting("time_limit"))),
         ("wall time", _secs(r.get("duration_s"))),
-        ("clients", _clients(run.setting("concurrency"), run.setting("rate"))),
+        ("clients", _clients(run.setting("concurrency"), run.setting("rate"),
+                             r.get("readers"))),
         ("proxy server", str(r.get("proxy", "unknown"))),
         ("fsync", "off (--unsafe-no-fsync)" if fsync is False else "on"),
         ("seeded bugs", ", ".join(map(str, bugs)) if bugs else "none"),
@@ -383,14 +384,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _clients(concurrency: Any, rate: Any) -> str:
-    """E.g. ``5 clients, 100 ops/s in all``; a rate of 0 (or none) means no limit."""
+def _clients(concurrency: Any, rate: Any, readers: Any = None) -> str:
+    """E.g. ``5 clients, 100 ops/s in all``; a rate of 0 (or none) means no limit.
+    Readers, if any, are named: each goes at one client's pace."""
     who = f"{concurrency} client{'' if concurrency == 1 else 's'}" if concurrency else "? clients"
+    plus = ""
+    if isinstance(readers, int) and not isinstance(readers, bool) and readers > 0:
+        plus = f" (and {readers} reader{'' if readers == 1 else 's'}, each at a client's pace)"
     if not isinstance(rate, int | float) or isinstance(rate, bool):
-        return f"{who}, rate unknown"
+        return f"{who}, rate unknown{plus}"
     if rate <= 0:
-        return f"{who}, unlimited rate (each as fast as it can)"
-    return f"{who}, {rate:g} ops/s in all"
+        return f"{who}, unlimited rate (each as fast as it can){plus}"
+    return f"{who}, {rate:g} ops/s in all{plus}"
 
 
 def _section(scenario: dict[str, Any], name: str) -> dict[str, Any]:

@@ -550,12 +550,13 @@ def check_schedule(run: Run, fault: str, members: list[str]) -> None:
 # --------------------------------------------------------------------------- operations
 
 
-def check_readers(run: Any, events: list[dict[str, Any]], model: str) -> None:
-    """The workload's readers (one per member by default) ran under the process numbers
-    after the clients' (a reader with several reads in flight takes more, fresh ones),
-    only reading, and some reads of each were answered."""
+def check_readers(run: Any, events: list[dict[str, Any]], model: str, per_member: int
+                  ) -> None:
+    """The workload's readers (``per_member`` for each member) ran under the process
+    numbers after the clients' (a reader with several reads in flight takes more, fresh
+    ones), only reading, and some reads of each were answered."""
     clients, readers = run.results["concurrency"], run.results["readers"]
-    assert readers == run.results["nodes"], run.results  # the default: one per member
+    assert readers == per_member * run.results["nodes"], run.results
     mine = [e for e in client_events(events)
             if isinstance(e["process"], int) and clients <= e["process"] < clients + readers]
     for e in mine:
@@ -767,7 +768,8 @@ def test_workload_runs_clean(tmp_path: Path, workload: str, fault: str) -> None:
     assert ok_count(events, MAIN_F[workload]) > 0, Counter(
         (e["f"], e["type"]) for e in client_events(events))
     assert_final_reads(run, events, workload)
-    check_readers(run, events, model)
+    check_readers(run, events, model,
+                  load_workload(ROOT / "workloads" / f"{workload}.yaml").readers)
     check_schedule(run, fault, ["n1", "n2", "n3"])
     if fault != "none":
         acts = {s["action"] for s in run.jsonl("schedule.jsonl") if s["phase"] == "start"}

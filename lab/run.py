@@ -50,6 +50,10 @@ from lab.workload import Generator, Invocation
 
 log = logging.getLogger("raftlab")
 
+#: How long at least the lab waits, after the final phase, for every member to apply what
+#: the cluster committed (and twenty election timeouts if that is longer).
+CONVERGE_S = 15.0
+
 #: A reader's reads in flight at most (each ends by the workload's timeout, so at a
 #: client's pace it seldom has more than a few).
 READS_IN_FLIGHT = 8
@@ -85,6 +89,47 @@ def run_dir_for(out: Path, w: Workload, f: FaultScenario, seed: int) -> Path:
     d = fresh_dir(out / f"{w.name}-{f.name}" / f"{stamp}-s{seed}")
     d.mkdir(parents=True)
     return d
+
+
+async def wait_converged(cluster: SystemCluster, limit: float) -> dict[str, Any]:
+    """Wait, every fault healed and the clients stopped, until every running member has
+    applied what the cluster had committed when the wait began (the highest commit index
+    any member reports), for at most ``limit`` seconds. ``results.json``
+    ``convergence``: ``converged``; ``behind`` (with the members that were not there, or
+    never answered, when the time was up: :func:`lab.checker.member_lags` makes each an
+    anomaly); or ``not available`` when the members answer without their commit and
+    applied indexes."""
+    began = trio.current_time()
+    target: int | None = None
+    applied: dict[str, int | None] = {}
+    while True:
+        st = await cluster.statuses(timeout=0.5)
+        running = sorted(m for m in st if cluster.alive(m))
+        for m in running:
+            a = (st.get(m) or {}).get("applied")
+            if type(a) is int:
+                applied[m] = a
+            else:
+                applied.setdefault(m, None)
+        if target is None:
+            answers = [s for s in st.values() if s is not None]
+            commits = [c for c in (s.get("commit") for s in answers) if type(c) is int]
+            if answers and (not commits or all(type(s.get("applied")) is not int
+                                               for s in answers)):
+                # The members answer, but not with both indexes: nothing to compare.
+                return {"status": "not available", "target": None, "waited_s": 0.0,
+                        "limit_s": limit, "members": {}, "behind": []}
+            if commits:
+                target = max(commits)
+        behind = [m for m in running if target is None or applied.get(m) is None
+                  or (applied[m] or 0) < target]
+        waited = round(trio.current_time() - began, 2)
+        if not behind or waited >= limit:
+            return {"status": "behind" if behind else "converged", "target": target,
+                    "waited_s": waited, "limit_s": limit,
+                    "members": {m: {"applied": applied.get(m)} for m in running},
+                    "behind": behind}
+        await trio.sleep(0.2)
 
 
 class Observer:
@@ -198,6 +243,7 @@ class Experiment:
         self.phase = "starting"
         # Readers come after the clients; a new process id comes after both.
         self.readers = workload.readers * opts.nodes
+        self.convergence: dict[str, Any] | None = None  # after the final phase: _converge
         self._next_process = self.concurrency + self.readers
         self.history: History | None = None
         # What the scenario assumed before its schedule starts, and whether it held
@@ -365,6 +411,9 @@ class Experiment:
             await trio.sleep(min(1.0, self.workload.settle))
             self.phase = "final phase"
             await self._final_phase(addrs)
+            self.phase = "catching up"
+            self.convergence = await wait_converged(
+                cluster, max(CONVERGE_S, 20 * self.timing()[0]))
             await observer.poll_once()
             if digests is not None:
                 # Once more at the end, before the members stop: the final phase's writes
@@ -561,6 +610,7 @@ class Experiment:
             "leaders": [{"term": t, "leader": n} for t, n in observer.leaders_seen],
             # members that exited without the lab ending them: a crash is a finding
             "member_exits": observer.exits,
+            "convergence": self.convergence,
             "faults_applied": [r for r in (nemesis.applied if nemesis else [])],
             # the random nemesis as it ran: its unit resolved to seconds with the run's timing
             "random": nemesis.random_info if nemesis is not None else None,

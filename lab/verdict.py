@@ -56,6 +56,7 @@ from lab.checker import (
     load_history,
     log_check,
     member_crashes,
+    member_lags,
     replica_agreement,
     vote_safety,
 )
@@ -217,6 +218,7 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     agreement, diverged = replica_agreement(run_digests(system, run), members)
     results["agreement"] = agreement
     crashed = member_crashes(results.get("member_exits") or [])
+    behind = member_lags(results.get("convergence"))
     found = []
     if split:
         terms = ", ".join(str(a["term"]) for a in split)
@@ -237,11 +239,17 @@ def decide(run_dir: Path, time_limit: float = CHECK_TIME_LIMIT) -> dict[str, Any
     if crashed:
         found.append("a member crashed (" + ", ".join(
             f"{a['member']}, code {a['code']}" for a in crashed) + "), by its exit")
+    if behind:
+        found.append("a member never caught up (" + ", ".join(
+            f"{a['member']}: " + (f"applied {a['applied']} of {a['target']}"
+                                  if a["applied"] is not None else "no status")
+            for a in behind) + "), by its status once every fault was healed")
     if found:
         what = "; ".join(found)
         outcome.reason = what if outcome.valid is not False else f"{outcome.reason}; {what}"
         outcome.valid = False
-        outcome.anomalies = [*split, *double, *lost, *diverged, *crashed, *outcome.anomalies]
+        outcome.anomalies = [*split, *double, *lost, *diverged, *crashed, *behind,
+                             *outcome.anomalies]
     results["checker"] = {**outcome.to_json(), "seconds": round(time.monotonic() - t0, 3)}
     verdict, reason = outcome.verdict, outcome.reason
     try:

@@ -34,6 +34,7 @@ from lab.checker._cluster import (
     leader_safety,
     log_check,
     member_crashes,
+    member_lags,
     vote_safety,
 )
 from lab.checker._events import DecodedHistory, HistoryError, Op, history_from_events, load_history
@@ -57,6 +58,7 @@ __all__ = [
     "load_history",
     "log_check",
     "member_crashes",
+    "member_lags",
     "replica_agreement",
     "unknown_model",
     "vote_safety",

@@ -223,3 +223,38 @@ def member_crashes(exits: Iterable[Any]) -> list[dict[str, Any]]:
                 "refusal to start on what it wrote before)."),
         })
     return out
+
+
+def member_lags(convergence: Any) -> list[dict[str, Any]]:
+    """Anomalies (``type`` ``member-behind``) from ``results.json`` ``convergence`` (what
+    :meth:`lab.run.Experiment` saw after the final phase, every fault healed and the
+    clients stopped): a member that was running but had not applied what the cluster
+    had committed when the lab stopped waiting (or never answered its status) never
+    caught up. A follower of a healed, idle cluster catches up within moments (by
+    appends or a snapshot); one that does not is stuck: a liveness bug of the system
+    (e.g. a leader that believes it holds entries the follower lacks, or a message it
+    resends forever). Members that were down are not counted here (an exit the lab did
+    not cause is a ``member-crashed`` anomaly of its own)."""
+    if not isinstance(convergence, dict) or convergence.get("status") != "behind":
+        return []
+    target = convergence.get("target")
+    limit = convergence.get("waited_s")
+    members = convergence.get("members") or {}
+    out = []
+    for m in convergence.get("behind") or []:
+        info = members.get(m) if isinstance(members, dict) else None
+        applied = info.get("applied") if isinstance(info, dict) else None
+        said = ("never answered its status" if applied is None
+                else f"had applied {applied} of the {target} entries the cluster committed")
+        out.append({
+            "type": "member-behind",
+            "member": m,
+            "applied": applied,
+            "target": target,
+            "ops": [],
+            "explanation": (
+                f"{m} {said}, {limit} s after every fault was healed and the clients had "
+                "stopped. A running member of a healed, idle cluster catches up within "
+                "moments; this one never did (a follower stuck behind: a liveness bug)."),
+        })
+    return out

@@ -551,10 +551,12 @@ def test_two_timeouts_on_one_link_close_it_once_both_are_removed(order: str) -> 
             proxy.add_toxic(a)
             proxy.add_toxic(b)
             await stream.send_all(b"lost")
-            await trio.sleep(0.05)
+            # Let the proxy take everything it can (no task runnable, no I/O ready) before
+            # each step, so that each removal meets a link that has settled.
+            await trio.testing.wait_all_tasks_blocked()
             for toxic in ([a, b] if order == "first-added-first" else [b, a]):
                 proxy.remove_toxic(toxic)
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()
             with trio.fail_after(3):
                 got = b""
                 with contextlib.suppress(trio.BrokenResourceError):  # a reset is an end too

@@ -24,6 +24,7 @@ from lab.replay import faults_yaml, read_schedule, replay_steps
 from lab.rundata import faults_from
 from lab.scenario import (
     FaultScenario,
+    RandomNemesis,
     ScenarioError,
     Step,
     check_system,
@@ -278,3 +279,30 @@ def test_an_exit_at_an_armed_crash_point_is_the_labs_doing_and_only_then(
 
     trio.run(main)
 
+
+
+def test_a_random_crash_at_draws_one_of_the_systems_points(tmp_path: Path) -> None:
+    c = CrashableCluster("n1", "n2", "n3")
+    history = History(tmp_path / "history.jsonl")
+    scenario = FaultScenario("x", "x", "x", 5.0, random=RandomNemesis(
+        line=1, interval=(1.0, 1.0), duration=(2.0, 2.0), actions=("crash-at",),
+        targets=("n2",), stop=4.0))
+    n = Nemesis(scenario, c, NoNetwork(), history,  # type: ignore[arg-type]
+                tmp_path / "schedule.jsonl", random.Random(1), lambda: "n1",
+                crash_points=("before-apply",))
+
+    async def main() -> None:
+        c.t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(n.run, 5.0)
+            await trio.sleep(1.5)
+            c.reach("n2")
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    n.close()
+    history.close()
+    start, end = [r for _, r in read_schedule(tmp_path / "schedule.jsonl")]
+    assert (start["params"], start["for_s"], start["nodes"]) == (
+        {"point": "before-apply", "skip": 0}, 2.0, ["n2"])
+    assert end["fired"] == ["n2"]
+    assert [call for call, *_ in c.calls] == ["crash_at", "died", "start"]

@@ -86,6 +86,7 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> ExitCode:
         DEFAULT_TIME_LIMIT,
         ScenarioError,
         check_members,
+        check_system,
         load_faults,
         load_workload,
     )
@@ -96,6 +97,7 @@ def cmd_run(a: argparse.Namespace, argv: list[str]) -> ExitCode:
         workload = load_workload(find_builtin(a.workload, "workloads"))
         faults = load_faults(find_builtin(a.faults, "faults"), a.time_limit)
         check_members(faults, a.nodes)
+        check_system(faults, a.system)
     except ScenarioError as e:
         print(f"raftlab: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -119,11 +121,12 @@ def cmd_replay(a: argparse.Namespace, argv: list[str]) -> ExitCode:
     """``raftlab run --replay RUN_DIR``: the same experiment, its faults as applied."""
     from lab.replay import ReplayError, load_replay
     from lab.run import RunOptions, run_experiment
-    from lab.scenario import ScenarioError
+    from lab.scenario import ScenarioError, check_system
     from lab.systems import preflight
 
     try:
         plan = load_replay(a.replay)
+        check_system(plan.faults, plan.resolved.system)
     except (ReplayError, ScenarioError) as e:
         print(f"raftlab: --replay: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -331,6 +334,7 @@ def _validate_file(name: str, nodes: int, time_limit: float | None, system: str,
     from lab.scenario import (
         ScenarioError,
         check_members,
+        check_system,
         compose_yaml,
         load_faults,
         load_workload,
@@ -358,6 +362,7 @@ def _validate_file(name: str, nodes: int, time_limit: float | None, system: str,
         return str(path), f"workload '{w.name}', model {w.model}"
     f = load_faults(path, time_limit)
     check_members(f, nodes)
+    check_system(f, system)
     why = preflight(system, None, (), to_ms(f.election_timeout), to_ms(f.heartbeat))
     if why and why != unavailable:
         raise ScenarioError(f.path, f.timing_line or 1, why)

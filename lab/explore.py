@@ -339,7 +339,13 @@ def check_inputs(workload: str, faults: str | None, system: str, nodes: int,
                  ) -> tuple[str, str]:
     """The workload and fault files to run, resolved; raises ``ValueError`` with one line
     when they cannot run (exit 2)."""
-    from lab.scenario import ScenarioError, check_members, load_faults, load_workload
+    from lab.scenario import (
+        ScenarioError,
+        check_members,
+        check_system,
+        load_faults,
+        load_workload,
+    )
     from lab.systems import preflight, to_ms
 
     if faults is None:
@@ -349,6 +355,7 @@ def check_inputs(workload: str, faults: str | None, system: str, nodes: int,
         w = load_workload(w_path)
         f = load_faults(f_path, time_limit)
         check_members(f, nodes)
+        check_system(f, system)
     except ScenarioError as e:
         raise ValueError(str(e)) from None
     why = preflight(system, w.model, tuple(bugs), to_ms(f.election_timeout),

@@ -11,6 +11,7 @@ replayed. Faults with ``for`` are undone after that long; at the end of the run
 from __future__ import annotations
 
 import json
+import math
 import random
 import signal
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,8 @@ COMPOSE_ATTEMPTS = 4
 #: A composed fault that may leave no working majority lasts at most this many election
 #: timeouts.
 UNSAFE_ELECTIONS = 2.0
+#: How often (seconds) a ``crash-at`` looks whether its armed members have died.
+CRASH_POLL = 0.02
 
 
 class Cluster(Protocol):
@@ -44,6 +47,7 @@ class Cluster(Protocol):
     def start(self, mid: str) -> None: ...
     def signal(self, mid: str, sig: int) -> None: ...
     def alive(self, mid: str) -> bool: ...
+    async def crash_at(self, mid: str, point: str | None, skip: int = ...) -> bool: ...
 
 
 @dataclass
@@ -54,13 +58,15 @@ class ActiveFault:
     undo: Callable[[], Awaitable[None]]
     network: NetworkFault | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    end_info: dict[str, Any] = field(default_factory=dict)  # for its end record
 
 
 class Nemesis:
     def __init__(self, scenario: FaultScenario, cluster: Cluster, network: Network,
                  history: History, schedule_path: Path, rng: random.Random,
                  leader: Callable[[], str | None], restart_delay: float = 0.0,
-                 timing: tuple[float, float] | None = None) -> None:
+                 timing: tuple[float, float] | None = None,
+                 crash_points: tuple[str, ...] = ()) -> None:
         self.scenario = scenario
         self.cluster = cluster
         self.net = network
@@ -71,6 +77,9 @@ class Nemesis:
         # The run's effective election timeout and heartbeat (seconds): what a random
         # nemesis's ``unit`` counts, and the scale of composed latencies.
         self.timing = timing or (scenario.election_timeout or 0.15, scenario.heartbeat or 0.05)
+        # The system's crash points: a random ``crash-at`` draws one of them.
+        self.crash_points = crash_points
+        self._t_end = math.inf  # trio time the run's faults end (set by :meth:`run`)
         # The random nemesis in seconds (``results.json``'s ``random``), once it started.
         self.random_info: dict[str, Any] | None = None
         self.nodes = list(cluster.members)
@@ -94,6 +103,7 @@ class Nemesis:
         """Run the timed schedule and the random nemesis until ``time_limit`` seconds after
         the start; return once every step (and its undo) has run."""
         t0 = trio.current_time()
+        self._t_end = t0 + time_limit
         self.origin_ns = self.history.now()
         async with trio.open_nursery() as nursery:
             for step in self.scenario.schedule:
@@ -103,8 +113,11 @@ class Nemesis:
 
     async def _timed(self, t0: float, step: Step) -> None:
         await trio.sleep_until(t0 + step.at)
-        fault = await self.apply(step.action, step.target, step.params, step_line=step.line)
-        if fault is not None and step.duration is not None:
+        fault = await self.apply(step.action, step.target, step.params, step_line=step.line,
+                                 duration=step.duration)
+        if fault is not None and step.action == "crash-at":
+            await self.crash_window(fault, step.duration)
+        elif fault is not None and step.duration is not None:
             await trio.sleep(step.duration)
             await self.undo(fault)
 
@@ -136,11 +149,17 @@ class Nemesis:
                 return
             action = self.rng.choice(r.actions)
             target = (self.rng.choice(r.targets),)
-            params = {"ms": 100, "jitter": 50} if action == "latency" else {}
+            params: dict[str, Any] = {"ms": 100, "jitter": 50} if action == "latency" else {}
             if action == "bandwidth":
                 params = {"rate": 1}  # KB/s: slower than any workload here writes
-            fault = await self.apply(action, target, params)
-            if fault is not None:
+            if action == "crash-at":
+                if not self.crash_points:
+                    continue  # the pre-run checks refuse this; nothing to draw from
+                params = {"point": self.rng.choice(self.crash_points), "skip": 0}
+            fault = await self.apply(action, target, params, duration=duration)
+            if fault is not None and action == "crash-at":
+                await self.crash_window(fault, duration)
+            elif fault is not None:
                 await trio.sleep(duration)
                 await self.undo(fault)
 
@@ -242,10 +261,12 @@ class Nemesis:
     # ------------------------------------------------------------------ actions
 
     async def apply(self, action: str, target: tuple[str, ...], params: dict[str, Any],
-                    step_line: int | None = None, note: dict[str, Any] | None = None
-                    ) -> ActiveFault | None:
+                    step_line: int | None = None, note: dict[str, Any] | None = None,
+                    duration: float | None = None) -> ActiveFault | None:
         """Start one fault now. Returns the active fault, or None if it could not bite
-        (e.g. ``leader`` while there is none) or cannot be undone (``heal``)."""
+        (e.g. ``leader`` while there is none) or cannot be undone (``heal``).
+        ``duration``: the fault's ``for``, recorded for a ``crash-at`` (whose members stay
+        down that long after they died, which a replay needs, not its end)."""
         if action == "heal":
             await self.heal_everything(network_only=True)
             self._record("heal", "start", [], {})
@@ -259,6 +280,9 @@ class Nemesis:
             info["step_line"] = step_line
         if note:
             info.update(note)
+        if action == "crash-at":
+            info["for_s"] = duration
+            return await self._arm(nodes, params, target, info)
         if action in PROCESS_ACTIONS:
             if not nodes:
                 self._record(action, "skipped", [], {"reason": f"target {target} resolved "
@@ -330,6 +354,56 @@ class Nemesis:
             c.signal(n, signal.SIGCONT)
             self.paused.discard(n)
         return nothing
+
+    async def _arm(self, nodes: list[str], params: dict[str, Any], target: tuple[str, ...],
+                   info: dict[str, Any]) -> ActiveFault | None:
+        """``crash-at``: arm the crash point in each target member; the fault, whose undo
+        starts again those that died, or None (a ``skipped`` record) if none was armed."""
+        point, skip = params["point"], params.get("skip", 0)
+        armed = [n for n in nodes if await self.cluster.crash_at(n, point, skip)]
+        if not armed:
+            why = (f"target {target} resolved to no node" if not nodes else
+                   f"{', '.join(nodes)} could not be armed at {point}")
+            self._record("crash-at", "skipped", nodes, {"reason": why, **info})
+            return None
+        return self._activate("crash-at", armed, self._restarter(armed), None, info)
+
+    async def crash_window(self, fault: ActiveFault, downtime: float | None) -> None:
+        """Follow a ``crash-at`` fault: each armed member that dies within ``downtime``
+        of the arming (None: before the run's end) is started again ``downtime`` after
+        it died (None, or past the run's end: when everything is healed); one still
+        running then is disarmed, and the fault's end record says which fired
+        (``fired``, ``fired_s``: offsets) and which never did (``never_fired``)."""
+        start = trio.current_time()
+        window_end = min(start + downtime, self._t_end) if downtime is not None \
+            else self._t_end
+        fired: dict[str, float] = {}
+        never: list[str] = []
+
+        async def follow(n: str) -> None:
+            while self.cluster.alive(n) and trio.current_time() < window_end:
+                await trio.sleep(CRASH_POLL)
+            if self.cluster.alive(n):
+                await self.cluster.crash_at(n, None)
+                if self.cluster.alive(n):  # (else it fired as it was being disarmed)
+                    never.append(n)
+                    return
+            fired[n] = round(self.history.now() / 1e9, 3)
+            self.down.add(n)
+            self.paused.discard(n)
+            if downtime is None:
+                return
+            await trio.sleep_until(min(trio.current_time() + downtime, self._t_end))
+            if not self.cluster.alive(n):
+                self.cluster.start(n)
+            self.down.discard(n)
+
+        async with trio.open_nursery() as nursery:
+            for n in fault.nodes:
+                nursery.start_soon(follow, n)
+        fault.end_info = {"fired": sorted(fired), "fired_s": fired, "never_fired": sorted(never)}
+        if downtime is not None or not fired:
+            await self.undo(fault)
 
     def _restarter(self, nodes: list[str]) -> Callable[[], Awaitable[None]]:
         async def restart() -> None:
@@ -442,7 +516,7 @@ class Nemesis:
         if fault.network is not None:
             for extra in self._extra_heals.pop(fault.network.id, []):
                 await self.net.heal(extra)
-        self._record(fault.action, "end", list(fault.nodes), {}, fault.id)
+        self._record(fault.action, "end", list(fault.nodes), fault.end_info, fault.id)
 
     async def heal_everything(self, network_only: bool = False) -> None:
         """Undo every active fault (network faults only, for a ``heal`` step)."""

@@ -157,6 +157,8 @@ class _ExitWatch:
     def __init__(self) -> None:
         # Popen objects (never pids: a pid can be reused by a later process)
         self.caused: set[subprocess.Popen[bytes]] = set()
+        # processes the lab armed to exit with a code of their own (a crash point)
+        self.expected: dict[subprocess.Popen[bytes], int] = {}
         self.seen: set[subprocess.Popen[bytes]] = set()
         self.pending: list[dict[str, Any]] = []
 
@@ -179,9 +181,10 @@ class MemberProcesses(abc.ABC):
     ``proc`` (the member's ``Popen`` or None), ``peer`` and ``client`` addresses and a
     ``log_path``.
 
-    It also tells the exits the lab caused (:meth:`kill`, :meth:`stop`) from those it did
-    not: a member that exits on its own (a crash, a panic, a refusal to start on its own
-    data) is a finding, collected by :meth:`collect_exits`."""
+    It also tells the exits the lab caused (:meth:`kill`, :meth:`stop`, a crash point it
+    armed: :meth:`expect_exit`) from those it did not: a member that exits on its own (a
+    crash, a panic, a refusal to start on its own data) is a finding, collected by
+    :meth:`collect_exits`."""
 
     members: Any
 
@@ -196,6 +199,9 @@ class MemberProcesses(abc.ABC):
         w = self._exit_watch
         if p is None or p in w.seen or p in w.caused or p.poll() is None:
             return
+        if w.expected.get(p) == p.returncode:
+            w.caused.add(p)  # it died where the lab armed it to
+            return
         w.seen.add(p)
         w.pending.append({"node": mid, "pid": p.pid, "code": p.returncode,
                           "log_tail": log_tail(Path(self.members[mid].log_path))})
@@ -209,6 +215,30 @@ class MemberProcesses(abc.ABC):
         w = self._exit_watch
         out, w.pending = w.pending, []
         return out
+
+    def expect_exit(self, mid: str, code: int | None) -> None:
+        """The lab armed member ``mid``'s running process to exit with ``code`` (a crash
+        point): that exit, and only that code, is the lab's doing. None: no longer."""
+        p = self.members[mid].proc
+        if p is None:
+            return
+        if code is None:
+            self._exit_watch.expected.pop(p, None)
+        else:
+            self._exit_watch.expected[p] = code
+
+    def exited_as_expected(self, mid: str) -> bool:
+        """Whether member ``mid``'s process has exited with the code :meth:`expect_exit`
+        armed it for."""
+        p = self.members[mid].proc
+        code = self._exit_watch.expected.get(p) if p is not None else None
+        return p is not None and code is not None and p.poll() == code
+
+    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool:
+        """Arm crash point ``point`` in member ``mid`` (None: disarm); whether it was.
+        A system with crash points says how (:attr:`~lab.systems.types.SystemSpec.
+        crash_points`); by default there are none, and nothing is armed."""
+        return False
 
     @abc.abstractmethod
     def argv(self, mid: str) -> list[str]:

@@ -15,7 +15,9 @@ run (``raftlab run --replay RUN_DIR``):
   Shapes that involved chance or the cluster's state (random halves, majority rings,
   bridges, one-way cuts, isolated sites) become ``cut-links`` steps over exactly the
   directed links that were cut; latency, bandwidth, slice and datacenter parameters are
-  kept; a skipped step stays skipped (its target is ``none``).
+  kept; a skipped step stays skipped (its target is ``none``). A ``crash-at`` keeps its
+  point, its skip and its recorded ``for`` (how long its members stayed down after they
+  died, not how long the fault lasted).
 
 Everything here is pure file handling: :func:`replay_steps` builds the schedule from
 records, :func:`faults_yaml` and :func:`workload_yaml` write scenario files back out
@@ -190,14 +192,14 @@ def replay_steps(records: Sequence[tuple[int, dict[str, Any]]], origin_s: float,
             end_at = ends[fid] - origin_s
             if end_at < time_limit - _END_SLACK:  # else it lasted to the end of the run
                 duration = round(max(0.0, min(end_at - at, time_limit - _END_SLACK - at)), 3)
-        step = _replay_step(path, line, rec, at, duration, members)
+        step = _replay_step(path, line, rec, at, duration, members, time_limit)
         if step is not None:
             steps.append(step)
     return sorted(steps, key=lambda s: (s.at, s.line))
 
 
 def _replay_step(path: str, line: int, rec: dict[str, Any], at: float,
-                 duration: float | None, members: list[str]) -> Step | None:
+                 duration: float | None, members: list[str], time_limit: float) -> Step | None:
     action: str = rec["action"]
     nodes = tuple(rec.get("nodes", []))
     params = _params(path, line, action, rec.get("params", {}), members)
@@ -209,6 +211,11 @@ def _replay_step(path: str, line: int, rec: dict[str, Any], at: float,
         return Step(line, at, action, ("none",), None, params)
     if action == "heal":
         return Step(line, at, "heal")
+    if action == "crash-at":
+        for_s = _as_number(rec.get("for_s"))
+        return Step(line, at, action, nodes or ("none",),
+                    None if for_s is None else round(max(0.0, min(for_s, time_limit - at)), 3),
+                    params)
     if action in PROCESS_ACTIONS:
         return Step(line, at, action, nodes or ("none",), duration)
     if action == "latency" and "links" in params:  # exactly the links it named
@@ -282,6 +289,8 @@ def _params(path: str, line: int, action: str, value: Any, members: list[str]
             v = [list(s) for s in v] if ok else v
         elif kind == "links":
             v = [list(link) for link in _links(path, line, v, members)]
+        elif kind == "point":
+            ok = isinstance(v, str) and bool(v)
         else:  # a target
             v = tuple(v) if isinstance(v, list) else (v,)
             ok = all(isinstance(n, str) for n in v)

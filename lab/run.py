@@ -322,7 +322,9 @@ class Experiment:
                                 nemesis = Nemesis(self.faults, cluster, net, self.history,
                                                   rd.schedule_path, self.rng,
                                                   lambda: observer.leader,
-                                                  timing=self.timing())
+                                                  timing=self.timing(),
+                                                  crash_points=spec(
+                                                      self.opts.system).crash_points)
                                 await self._experiment(cluster, net, observer, nemesis,
                                                        digests)
                             finally:

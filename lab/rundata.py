@@ -22,7 +22,8 @@ from typing import Any
 from lab.store import SCHEDULE, JsonLines, RunDir
 
 NEMESIS = "nemesis"
-PROCESS_ACTIONS = frozenset({"kill", "stop", "pause", "restart", "start", "resume"})
+PROCESS_ACTIONS = frozenset({"kill", "stop", "pause", "restart", "start", "resume",
+                             "crash-at"})
 
 
 @dataclass(slots=True)
@@ -73,6 +74,8 @@ class Fault:
     @property
     def kind(self) -> str:
         """``process``, ``network``, ``slow`` or ``other``: what the band's colour says."""
+        if self.action == "crash-at" and self.params.get("fired") == []:
+            return "other"  # armed, but no member reached the point: it did nothing
         if self.action in PROCESS_ACTIONS:
             return "process"
         if self.action in ("latency", "bandwidth", "slice", "datacenters"):
@@ -95,6 +98,8 @@ class Fault:
         """A short label for a band, e.g. ``#2 isolate n3``; ``heal`` for an unnumbered
         one (an instant action, a skipped step)."""
         what = f"{self.action} {self.target}".strip()
+        if self.action == "crash-at" and "point" in self.params:
+            what += f" {self.params['point']}"
         return what if self.number is None else f"#{self.number} {what}"
 
 
@@ -203,6 +208,8 @@ def faults_from(schedule: list[dict[str, Any]]) -> list[Fault]:
             f = by_id.get(rec.get("fault"))
             if f is not None and f.end is None:
                 f.end = max(t, f.start)
+                if isinstance(rec.get("fired"), list):  # a crash-at: who reached the point
+                    f.params = {**f.params, "fired": rec["fired"]}
             continue
         links = [(str(pair[0]), str(pair[1])) for pair in _list(rec.get("links"))
                  if isinstance(pair, list) and len(pair) == 2]

@@ -40,8 +40,10 @@ class ScenarioError(Exception):
 #: list (:mod:`lab.checker._models`), the one home of the model names.
 MODELS = WORKLOAD_MODELS
 
-#: Process faults act on nodes picked by a target.
-PROCESS_ACTIONS = ("kill", "restart", "pause", "resume", "stop", "start")
+#: Process faults act on nodes picked by a target. ``crash-at`` arms a named crash point
+#: in the target (a system's :attr:`~lab.systems.types.SystemSpec.crash_points`): the
+#: member dies when it reaches it, and is started again ``for`` after that.
+PROCESS_ACTIONS = ("kill", "restart", "pause", "resume", "stop", "start", "crash-at")
 #: Network faults; each lasts until healed (``for`` heals just that fault).
 NETWORK_ACTIONS = (
     "isolate",  # cut the target nodes off from all others, both ways
@@ -86,6 +88,7 @@ ACTION_PARAMS: dict[str, dict[str, str]] = {
     "slice": {"average_size": "int", "size_variation": "int", "delay_us": "int"},
     "reset-peer": {"timeout": "int"},
     "cut-links": {"links": "links"},
+    "crash-at": {"point": "point", "skip": "int"},
 }
 
 
@@ -540,6 +543,8 @@ def _params(doc: YamlDoc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
             out[key] = _target(doc, vnode, f"{action}.{key}")
         elif kind == "links":
             out[key] = _links(doc, vnode)
+        elif kind == "point":
+            out[key] = doc.one_of(vnode, crash_points(), "crash point")
         else:
             out[key] = _sites(doc, vnode)
     if action == "cut" and "to" not in out:
@@ -556,6 +561,9 @@ def _params(doc: YamlDoc, action: str, m: dict[str, tuple[yaml.Node, yaml.Node]]
     if action == "cut-links" and "links" not in out:
         raise doc.fail(m["action"][1], "action 'cut-links' needs 'links' (a list of "
                                        "[from, to] node pairs whose traffic is lost)")
+    if action == "crash-at" and "point" not in out:
+        raise doc.fail(m["action"][1], "action 'crash-at' needs 'point' (the crash point "
+                                       f"to arm, one of: {', '.join(crash_points())})")
     if action == "isolate-site" and "site" not in out:
         raise doc.fail(m["action"][1], "action 'isolate-site' needs 'site' (a 0-based index)")
     return out
@@ -651,7 +659,7 @@ def _random(doc: YamlDoc, rnode: yaml.Node, limit: float | None, election: float
             raise doc.fail(anode, f"action '{a}' is not one of composed faults' actions "
                                   f"(expected one of: {', '.join(COMPOSE_ACTIONS)})")
         if not compose and a in ACTION_PARAMS and a not in ("latency", "bandwidth", "slice",
-                                                            "reset-peer"):
+                                                            "reset-peer", "crash-at"):
             raise doc.fail(anode, f"action '{a}' needs parameters: use it in 'schedule'"
                                   + (" (or in composed faults, 'compose: true', which draw "
                                      "its links)" if a == "cut-links" else ""))
@@ -714,6 +722,13 @@ def _check_sites(doc: YamlDoc, steps: list[Step]) -> None:
             raise ScenarioError(doc.path, step.line, f"isolate-site: site {site} does not "
                                 f"exist (the datacenters step at line {dc.line} defines "
                                 f"{n_sites}: 0 to {n_sites - 1})")
+
+
+def crash_points() -> tuple[str, ...]:
+    """Every crash point of any system (:func:`check_system` checks a run's own)."""
+    from lab.systems import all_crash_points
+
+    return all_crash_points()
 
 
 def parse_system_options(doc: YamlDoc, node: yaml.Node) -> dict[str, dict[str, int]]:
@@ -801,6 +816,32 @@ def check_members(f: FaultScenario, nodes: int) -> None:
         check([f.initial_leader], f.initial_leader_line, "initial_leader")
 
 
+def check_system(f: FaultScenario, system: str) -> None:
+    """Every ``crash-at`` of a scenario (in its schedule or its ``random.actions``) must
+    name a crash point that ``system`` has: ScenarioError at the first that does not."""
+    from lab.systems import REGISTRY
+
+    s = REGISTRY.get(system)
+    if s is None:
+        return  # an unknown system is the pre-run checks' to report
+    uses = [(step.line, step.params.get("point")) for step in f.schedule
+            if step.action == "crash-at"]
+    if f.random is not None:
+        lines = f.random.action_lines if len(f.random.action_lines) == len(f.random.actions) \
+            else (f.random.line,) * len(f.random.actions)
+        uses += [(line, None) for a, line in zip(f.random.actions, lines, strict=True)
+                 if a == "crash-at"]
+    for line, point in uses:
+        if not s.crash_points:
+            having = [name for name, other in REGISTRY.items() if other.crash_points]
+            raise ScenarioError(f.path, line, f"action 'crash-at' needs a system with crash "
+                                              f"points, and {system} has none (they exist in "
+                                              f"{' and '.join(having) or 'no system'})")
+        if point is not None and point not in s.crash_points:
+            raise ScenarioError(f.path, line, f"{system} has no crash point {point!r} (it "
+                                              f"has: {', '.join(s.crash_points)})")
+
+
 # --------------------------------------------------------------------------- JSON Schema
 
 
@@ -824,11 +865,14 @@ def json_schema() -> dict[str, Any]:
                                "items": {"type": "array", "items": node_id, "minItems": 2,
                                          "maxItems": 2}}
                               if kind == "links" else
+                              {"enum": list(crash_points())} if kind == "point" else
                               {"type": "array", "items": {"type": "array",
                                                           "items": {"type": "string"}}})
     step = {"type": "object", "additionalProperties": False, "required": ["at", "action"],
             "properties": {"at": duration, "action": {"enum": list(ACTIONS)}, "target": target,
-                           "for": duration, **param_props}}
+                           "for": duration, **param_props},
+            "if": {"properties": {"action": {"const": "crash-at"}}},
+            "then": {"required": ["point"]}}
     workload = {
         "$id": "raftlab-workload", "type": "object", "additionalProperties": False,
         "required": ["name", "description", "model"],

@@ -133,7 +133,7 @@ def _scenario_file(doc: YamlDoc, node: yaml.Node, folder: str) -> str:
 
 def load_suite(path: Path) -> Suite:
     """Read and validate a suite file; raises :class:`ScenarioError` (file:line)."""
-    from lab.scenario import check_members, load_faults, load_workload
+    from lab.scenario import ScenarioError, check_members, check_system, load_faults, load_workload
     from lab.systems import DEFAULT_SYSTEM, SYSTEMS, all_bugs, preflight, spec, to_ms
 
     doc, root = compose_yaml(path)
@@ -172,6 +172,10 @@ def load_suite(path: Path) -> Suite:
         for system in systems:
             why = preflight(system, workload.model, (), to_ms(faults_.election_timeout),
                             to_ms(faults_.heartbeat))
+            try:
+                check_system(faults_, system)
+            except ScenarioError as e:
+                why = why or str(e)
             if why:
                 raise doc.fail(m["systems"][1] if "systems" in m else root,
                                f"{system} with {Path(w).name} and {Path(f).name}: {why}")

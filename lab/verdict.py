@@ -529,7 +529,7 @@ def _without_quorum(f: Fault, members: list[str]) -> list[str]:
     if not members:
         return []
     majority = len(members) // 2 + 1
-    if f.kind == "process" and f.action in ("kill", "stop", "pause"):
+    if f.kind == "process" and f.action in ("kill", "stop", "pause", "crash-at"):
         down = [n for n in f.nodes if n in members]
         return sorted(members) if len(down) >= majority else []
     if not f.links or f.kind != "network":

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from nodes.clients import ClientConn, serve_client
+from nodes.crashpoints import BEFORE_APPLY, POINTS, WAL_AFTER_SYNC, CrashPoints
 from nodes.kv import CommandError, KVStore, validate_command
 from nodes.raft import CommittedConflict, Config, NotLeader, ProtocolViolation, Raft, Ready, Role
 from nodes.transport import PeerSender, serve_peer_connection
@@ -121,8 +122,10 @@ class Node:
     def __init__(self, opts: NodeOptions, log: Logger | None = None) -> None:
         self.opts = opts
         self.log = log or Logger(opts.id)
+        # Armed by a client's ``crash-at`` request; passed by the loop and the WAL.
+        self.crash = CrashPoints(log=lambda ev, f: self.log(ev, **f))
         self.wal, rec = WAL.open(opts.data_dir, fsync=opts.fsync,
-                                 log=lambda ev, f: self.log(ev, **f))
+                                 log=lambda ev, f: self.log(ev, **f), crash=self.crash)
         try:
             image, chain = split_image(rec.snapshot.data) if rec.snapshot else (None, None)
             self.kv = KVStore.restore(image) if rec.snapshot else KVStore()
@@ -281,7 +284,8 @@ class Node:
         if rd.snapshot is not None:
             hs = rd.hard_state or self._durable_hs
             snap = rd.snapshot
-            await trio.to_thread.run_sync(lambda: self.wal.save_snapshot(snap, hs, []))
+            await trio.to_thread.run_sync(
+                lambda: self.wal.save_snapshot(snap, hs, [], installing=True))
             self._durable_hs = hs
             self.log("snapshot-installed", index=snap.index, term=snap.term)
         if rd.hard_state is None and not rd.entries:
@@ -303,6 +307,10 @@ class Node:
             self.wal.sync()
         self.stats["fsyncs"] += 1
         self.stats["entries_persisted"] += len(rd.entries)
+        # On disk; the Ready's messages not sent yet (a leader's own appends, sent before
+        # its write, are out already).
+        if self.crash.armed:
+            self.crash.hit(WAL_AFTER_SYNC)
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -316,6 +324,8 @@ class Node:
             for idx in [i for i in self._proposals if i <= rd.snapshot.index]:
                 # Replaced by a snapshot: we cannot tell whether our entry made it.
                 self._proposals.pop(idx)[1].set(_maybe("snapshot-installed"))
+        if rd.committed and self.crash.armed:
+            self.crash.hit(BEFORE_APPLY)
         for e in rd.committed:
             self._apply_entry(e)
         if rd.committed:
@@ -445,6 +455,8 @@ class Node:
         op = req.get("op")
         if op == "status":
             return {"ok": True, **self.raft.status(), "stats": dict(self.stats)}
+        if op == "crash-at":
+            return self._arm_crash(req)
         if op == "read":
             key = req.get("key")
             if not isinstance(key, str):
@@ -468,6 +480,20 @@ class Node:
         self._proposals[index] = (self.raft.term, waiter)
         self.kick()
         return None
+
+    def _arm_crash(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``{"op": "crash-at", "point": P, "skip": N}``: arm crash point P (null:
+        disarm) to end this member at its N+1-th hit from now."""
+        if "point" not in req:
+            return _bad("crash-at needs 'point': a crash point's name, or null to disarm")
+        point, skip = req["point"], req.get("skip", 0)
+        if point is not None and point not in POINTS:
+            return _bad(f"unknown crash point {point!r} (expected one of: {', '.join(POINTS)})")
+        if type(skip) is not int or skip < 0:
+            return _bad(f"crash-at needs a whole number 'skip' of at least 0, got {skip!r}")
+        self.crash.arm(point, skip)
+        self.log("crash-point-armed", point=point, skip=skip)
+        return {"ok": True}
 
     def _pending(self, req: dict[str, Any], conn: ClientConn, *, maybe: bool) -> _Pending:
         p = _Pending(conn, req.get("id"), trio.current_time() + self.opts.request_timeout, maybe)

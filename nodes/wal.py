@@ -50,6 +50,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.crashpoints import (
+    SNAPSHOT_BEFORE_TRUNCATE,
+    SNAPSHOT_INSTALL_BETWEEN,
+    WAL_AFTER_WRITE,
+    WAL_BEFORE_WRITE,
+    CrashPoints,
+)
 from nodes.types import (
     DecodeError,
     Entry,
@@ -209,8 +216,10 @@ class _Replay:
 class WAL:
     """Durable state of one node. Not thread-safe; use from the driver's task only."""
 
-    def __init__(self, directory: Path, fsync: bool, log: LogFn, segment_bytes: int) -> None:
+    def __init__(self, directory: Path, fsync: bool, log: LogFn, segment_bytes: int,
+                 crash: CrashPoints) -> None:
         self._dir = directory
+        self._crash = crash
         self._fsync_on = fsync
         self._log = log
         self._segment_bytes = segment_bytes
@@ -234,6 +243,7 @@ class WAL:
         fsync: bool = True,
         log: LogFn = _no_log,
         segment_bytes: int = 64 * 1024 * 1024,
+        crash: CrashPoints | None = None,
     ) -> tuple[WAL, Recovered]:
         """Open (creating if needed) the WAL in ``directory`` and recover its state.
 
@@ -241,10 +251,14 @@ class WAL:
         none is valid, :class:`WALCorruption`), replays every segment, cuts a torn tail
         off the last segment (logged as ``wal-torn-tail-truncated``) and raises
         :class:`WALCorruption` for any other bad record.
+
+        ``crash``: the member's crash points (``nodes/crashpoints.py``) this WAL passes:
+        ``wal-before-write`` and ``wal-after-write`` in :meth:`sync`, and between a
+        snapshot file and its fresh segment in :meth:`save_snapshot`.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        wal = cls(directory, fsync, log, segment_bytes)
+        wal = cls(directory, fsync, log, segment_bytes, crash or CrashPoints())
         try:
             return wal, wal._recover()
         except BaseException:
@@ -382,17 +396,29 @@ class WAL:
                 self._fd = -1
                 self._new_segment()
                 self._stats["rotations"] += 1
-            self._append(data)
+            if self._crash.armed:
+                self._crash.hit(WAL_BEFORE_WRITE)
+            self._write_all(self._fd, data)
+            self._size += len(data)
+            if self._crash.armed:
+                self._crash.hit(WAL_AFTER_WRITE)
+            self._do_fsync(self._fd)
         except OSError as e:
             raise self._fail(e) from e
         self._stats["syncs"] += 1
 
     def save_snapshot(
-        self, snap: Snapshot, hard_state: HardState, entries_after: Sequence[Entry]
+        self, snap: Snapshot, hard_state: HardState, entries_after: Sequence[Entry],
+        *, installing: bool = False
     ) -> None:
         """Durably store ``snap``, start a fresh segment holding a snapshot marker,
         ``hard_state`` and ``entries_after`` (indexes snap.index+1, ...), then delete the
-        older snapshot files and segments. Buffered records are synced first."""
+        older snapshot files and segments. Buffered records are synced first.
+
+        ``installing``: ``snap`` came from the leader (else the node took it of its own
+        state). It only names the crash point passed once the snapshot file is durable
+        and before the fresh segment: ``snapshot-install-between`` (the two steps of an
+        install), else ``snapshot-before-truncate`` (the log not yet cut)."""
         self._check_usable()
         if snap.index < self._snap_index:
             raise ValueError(f"snapshot {snap.index} is older than {self._snap_index}")
@@ -415,6 +441,9 @@ class WAL:
                 os.close(fd)
             os.replace(tmp, self._dir / name)
             self._fsync_dir()
+            if self._crash.armed:
+                self._crash.hit(SNAPSHOT_INSTALL_BETWEEN if installing
+                                else SNAPSHOT_BEFORE_TRUNCATE)
             os.close(self._fd)
             self._fd = -1
             self._new_segment()

@@ -844,6 +844,16 @@ def test_fault_scenario_runs(tmp_path: Path, fault: str) -> None:
         for s in started:
             assert len(s["nodes"]) == 1, f"slow-follower throttled {s['nodes']}: {s}"
             assert s["nodes"][0] not in leaders_before(polls, s["time"]), s
+    if fault == "crash-points":  # members died at their points, the lab's doing, and came back
+        ends = [s for s in sched if s["phase"] == "end" and s["action"] == "crash-at"]
+        fired = [(n, s["fault"]) for s in ends for n in s["fired"]]
+        assert fired, sched
+        assert run.results["member_exits"] == [], run.results["member_exits"]
+        for n, _ in fired:
+            log = (run.dir / "nodes" / n / "node.log").read_text()
+            events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+            assert any(e["event"] == "crash-point" for e in events), n
+            assert sum(e["event"] == "started" for e in events) >= 2, n  # restarted
 
 
 # --------------------------------------------------------------------------- 5. list, schema

@@ -142,7 +142,7 @@ FAULT_ERRORS = [
          targte: leader
      """, 6, "unknown key 'targte' in a schedule step (expected one of: at, action, target, "
              "for, to, ms, jitter, links, sites, site, rate, average_size, size_variation, "
-             "delay_us, timeout)"),
+             "delay_us, timeout, point, skip)"),
     ("""\
      name: x
      description: y

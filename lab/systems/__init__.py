@@ -47,6 +47,7 @@ __all__ = [
     "SystemSpec",
     "Vote",
     "all_bugs",
+    "all_crash_points",
     "bugs_problem",
     "make_system",
     "member_logs",
@@ -93,6 +94,11 @@ def spec(name: str) -> SystemSpec:
 def all_bugs() -> tuple[str, ...]:
     """Every seeded bug of any system, each once."""
     return tuple(dict.fromkeys(b for s in REGISTRY.values() for b in s.bugs))
+
+
+def all_crash_points() -> tuple[str, ...]:
+    """Every crash point of any system, each once."""
+    return tuple(dict.fromkeys(p for s in REGISTRY.values() for p in s.crash_points))
 
 
 def system_options() -> dict[str, Mapping[str, tuple[int, int, str]]]:

@@ -17,6 +17,11 @@ from lab.systems.types import System, SystemSpec
 #: The seeded bugs a member can be started with (``--bug``; ``nodes/PROTOCOL.md``).
 BUGS = ("stale-read", "forget-vote", "early-ack", "no-truncate", "old-term-commit")
 
+#: The crash points a member can be armed with (``crash-at``; ``nodes/PROTOCOL.md``,
+#: "Crash points"), in the order a batch of work passes them.
+CRASH_POINTS = ("wal-before-write", "wal-after-write", "wal-after-sync",
+                "snapshot-install-between", "snapshot-before-truncate", "before-apply")
+
 #: A member's election timeout and heartbeat (ms) when it is not told: the defaults of
 #: its command line (``nodes/cli.py``), which the lab therefore does not pass.
 DEFAULT_TIMING = (150, 50)
@@ -67,6 +72,7 @@ SPEC = SystemSpec(
                              "within short runs"),
     },
     bugs=BUGS,
+    crash_points=CRASH_POINTS,
     status_term_is_current=True,  # a member's status says its current term
     votes=logs.votes,
     commit_conflicts=logs.commit_conflicts,

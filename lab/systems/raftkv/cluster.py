@@ -19,6 +19,9 @@ from lab import procs
 from lab.systems.raftkv.wire import ConnectionLost, connect
 from lab.systems.types import NODE_LOG, Address
 
+#: The exit code of a member that died at an armed crash point (``nodes/PROTOCOL.md``).
+CRASH_POINT_EXIT = 86
+
 
 @dataclass
 class Member:
@@ -89,6 +92,25 @@ class RaftkvCluster(procs.MemberProcesses):
                     return await c.call(req, timeout=timeout)
         except (OSError, ConnectionLost, trio.TooSlowError):
             return None
+
+    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool:
+        """Arm crash point ``point`` in member ``mid`` (None: disarm it); whether the
+        member said yes (or, arming, already died at the point). From before the request
+        is sent until a disarm is answered, an exit with :data:`CRASH_POINT_EXIT` is the
+        lab's doing, not a crash: the point may fire before its answer comes back."""
+        if not self.alive(mid):
+            return False
+        if point is not None:
+            self.expect_exit(mid, CRASH_POINT_EXIT)
+        answer = await self.request(mid, {"op": "crash-at", "point": point, "skip": skip})
+        done = answer is not None and answer.get("ok") is True
+        if point is None:
+            if done:
+                self.expect_exit(mid, None)  # disarmed: an exit from now on is a crash
+            return done
+        if not done and self.alive(mid):
+            self.expect_exit(mid, None)  # refused, or no answer: nothing is armed
+        return done or self.exited_as_expected(mid)
 
     async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
         return await self.request(mid, {"op": "status"}, timeout) if self.alive(mid) else None

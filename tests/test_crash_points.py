@@ -1,0 +1,157 @@
+"""raftkv's crash points (``nodes/crashpoints.py``; ``nodes/PROTOCOL.md``, "Crash points"):
+every point is reached where its name says, a disarmed or skipped point lets execution
+pass, and the ``crash-at`` request arms, disarms and refuses what it does not know. Here
+the process's end is replaced by an exception; a real member dying at a point, and the
+lab restarting it: ``tests/test_run_e2e.py``."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import trio
+import trio.testing
+
+from nodes.crashpoints import CRASH_POINT_EXIT, POINTS, CrashPoints
+from nodes.server import Logger, Node, NodeOptions
+from nodes.types import Entry, HardState, Snapshot
+from nodes.wal import WAL
+
+
+class Crashed(Exception):
+    """The member would have ended here, with this exit code."""
+
+
+def die(code: int) -> NoReturn:
+    raise Crashed(code)
+
+
+def armed(point: str, skip: int = 0) -> tuple[CrashPoints, list[dict[str, Any]]]:
+    logged: list[dict[str, Any]] = []
+    crash = CrashPoints(log=lambda ev, f: logged.append({"event": ev, **f}), die=die)
+    crash.arm(point, skip)
+    return crash, logged
+
+
+def ents(lo: int, hi: int, term: int = 1) -> list[Entry]:
+    return [Entry(term, i, {"op": "write", "key": "k", "value": i}) for i in range(lo, hi + 1)]
+
+
+def segment_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.glob("wal-*.log"))
+
+
+def test_an_armed_point_logs_and_exits_with_the_crash_point_code() -> None:
+    crash, logged = armed("wal-after-write")
+    crash.hit("wal-before-write")  # another point: passes
+    with pytest.raises(Crashed) as e:
+        crash.hit("wal-after-write")
+    assert e.value.args == (CRASH_POINT_EXIT,)
+    assert logged == [{"event": "crash-point", "point": "wal-after-write"}]
+
+
+def test_skip_lets_that_many_hits_pass_and_disarming_stops_it() -> None:
+    crash, _ = armed("before-apply", skip=2)
+    crash.hit("before-apply")
+    crash.hit("before-apply")
+    with pytest.raises(Crashed):
+        crash.hit("before-apply")
+    crash.arm(None)
+    assert not crash.armed
+    crash.hit("before-apply")  # disarmed: nothing happens
+    with pytest.raises(ValueError, match=r"unknown crash point 'nope'.*wal-before-write"):
+        crash.arm("nope")
+
+
+def test_wal_before_write_fires_before_a_byte_is_written(tmp_path: Path) -> None:
+    crash, _ = armed("wal-before-write")
+    wal, _ = WAL.open(tmp_path, fsync=False, crash=crash)
+    before = segment_bytes(tmp_path)
+    wal.save(HardState(1, "n1", 0), ents(1, 3))  # buffered: no I/O, no point
+    with pytest.raises(Crashed):
+        wal.sync()
+    assert segment_bytes(tmp_path) == before
+
+
+def test_wal_after_write_fires_once_written_before_the_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crash, _ = armed("wal-after-write")
+    wal, _ = WAL.open(tmp_path, crash=crash)
+    fsyncs: list[int] = []
+    monkeypatch.setattr("nodes.wal.os.fsync", fsyncs.append)
+    wal.save(HardState(1, "n1", 0), ents(1, 3))
+    with pytest.raises(Crashed):
+        wal.sync()
+    assert segment_bytes(tmp_path) > 0 and fsyncs == []
+
+
+@pytest.mark.parametrize(("installing", "point"), [(True, "snapshot-install-between"),
+                                                   (False, "snapshot-before-truncate")])
+def test_the_snapshot_points_fire_with_the_snapshot_durable_and_the_log_not_yet_cut(
+        tmp_path: Path, installing: bool, point: str) -> None:
+    crash, _ = armed(point)
+    wal, _ = WAL.open(tmp_path, fsync=False, crash=crash)
+    wal.save(HardState(1, "n1", 3), ents(1, 3))
+    wal.sync()
+    # the other kind of snapshot passes the other point
+    wal.save_snapshot(Snapshot(1, 1, {"data": {}}, ("n1",)), HardState(1, "n1", 3), ents(2, 3),
+                      installing=not installing)
+    segments = sorted(tmp_path.glob("wal-*.log"))
+    with pytest.raises(Crashed):
+        wal.save_snapshot(Snapshot(3, 1, {"data": {}}, ("n1",)), HardState(1, "n1", 3), [],
+                          installing=installing)
+    assert (tmp_path / f"snap-{3:016d}-{1:016d}.snap").exists()
+    assert sorted(tmp_path.glob("wal-*.log")) == segments  # no fresh segment, none deleted
+
+
+def one_member(tmp_path: Path) -> tuple[Node, io.StringIO]:
+    out = io.StringIO()
+    opts = NodeOptions(id="n1", data_dir=tmp_path, peer_listen=("127.0.0.1", 0),
+                       client_listen=("127.0.0.1", 0), peers={}, fsync=False)
+    node = Node(opts, Logger("n1", out))
+    node.crash = CrashPoints(log=node.crash._log, die=die)
+    node.wal._crash = node.crash
+    return node, out
+
+
+@pytest.mark.parametrize("point", ["wal-after-sync", "before-apply"])
+def test_the_driver_points_fire_in_the_loop_of_a_member_that_elects_itself(
+        tmp_path: Path, point: str) -> None:
+    """A one-member cluster elects itself (its vote persisted: wal-after-sync) and commits
+    its leader's no-op entry (before-apply), with no client and no peer."""
+    node, out = one_member(tmp_path)
+    assert node._request({"op": "crash-at", "point": point}, None) == {"ok": True}  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await node._loop()
+
+    with pytest.raises(Crashed):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    logged = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert logged[-1]["event"] == "crash-point" and logged[-1]["point"] == point
+    assert node.stats["applied"] == 0
+    node.wal.close()
+
+
+def test_the_crash_at_request_arms_disarms_and_names_the_known_points(tmp_path: Path) -> None:
+    node, out = one_member(tmp_path)
+
+    def ask(**req: Any) -> Any:
+        return node._request({"op": "crash-at", **req}, None)  # type: ignore[arg-type]
+
+    assert ask(point="wal-after-write", skip=2) == {"ok": True}
+    assert (node.crash.armed, node.crash.skip) == ("wal-after-write", 2)
+    bad = ask(point="wal-sideways")
+    assert bad["ok"] is False and bad["error"] == "bad-request"
+    assert all(p in bad["reason"] for p in POINTS)
+    assert ask(point="before-apply", skip=-1)["error"] == "bad-request"
+    assert ask()["error"] == "bad-request"  # no point at all: say which
+    assert node.crash.armed == "wal-after-write"  # a refused request changes nothing
+    assert ask(point=None) == {"ok": True}
+    assert not node.crash.armed
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events.count("crash-point-armed") == 2
+    node.wal.close()

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from needs import missing
 
 from lab.lossyfs import namespace
 from lab.lossyfs.undo import (
@@ -29,15 +30,14 @@ from lab.lossyfs.undo import (
     TornPrefix,
     UndoLog,
 )
-from needs import missing
 
 # ---------------------------------------------------------------------------------------
 # The undo log, pure.
 #
 # `Backing` is the backing store in memory (what the page cache shows): directories of
 # names to file ids, a trash area, and file contents. The operations go to it and to the
-# undo log, as lossyfs's file system does. `Durable` is the independent model: the trace
-# of operations, from which the state at the last syncs is computed forward, by replaying
+# undo log, as lossyfs's file system does. `Harness.expected` is the independent model: the
+# trace of operations, from which the state at the last syncs is computed forward, by replaying
 # only what had become durable.
 
 DIRS = (1, 2)
@@ -337,3 +337,139 @@ def test_a_removal_cannot_become_durable_before_the_rename_that_made_its_name() 
     expected = h.expected()
     h.power_off()
     assert h.b.view() == expected == {(1, b"x"): b"data"}
+
+
+# ---------------------------------------------------------------------------------------
+# The real mount, in a private mount namespace.
+
+DRIVER = Path(__file__).with_name("lossyfs_driver.py")
+
+
+def needs_fuse() -> None:
+    why = namespace.problem()
+    if why is not None:
+        missing("fuse", why)
+
+
+def host_mounts() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+@pytest.fixture(scope="module")
+def mounted_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run of tests/lossyfs_driver.py under ``unshare --mount``: its JSON."""
+    needs_fuse()
+    base = tmp_path_factory.mktemp("lossyfs")
+    backing, mnt = base / "backing", base / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    proc = subprocess.run(namespace.private([sys.executable, str(DRIVER), str(backing),
+                                             str(mnt)]),
+                          capture_output=True, timeout=240, start_new_session=True,
+                          cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert str(mnt) not in host_mounts()
+    result: dict[str, Any] = json.loads(proc.stdout)
+    result["mnt"] = str(mnt)
+    result["backing"] = str(backing)
+    return result
+
+
+def test_written_not_fsynced_is_gone_after_power_off_and_fsynced_stays(
+        mounted_run: dict[str, Any]) -> None:
+    r = mounted_run
+    assert r["mmap_before"] == "durable+lost"
+    assert r["status_before"]["unsynced_bytes"] == len("+lost")
+    assert r["power_off"]["ok"]
+    assert r["data_after"] == "durable"
+    assert r["mmap_after"] == "durable"  # the kernel's cached pages went too
+    assert r["status_after"]["unsynced_bytes"] == 0
+    assert r["status_after"]["namespace_ops"] == 0
+
+
+def test_a_file_fsynced_in_a_directory_never_fsynced_disappears(
+        mounted_run: dict[str, Any]) -> None:
+    assert "new" in mounted_run["listing_before"]
+    assert "new" not in mounted_run["listing_after"]
+    assert "sub" in mounted_run["listing_before"]  # made, its own entries fsynced
+    assert "sub" not in mounted_run["listing_after"]
+
+
+def test_a_rename_without_a_directory_fsync_is_undone(mounted_run: dict[str, Any]) -> None:
+    assert "current.tmp" not in mounted_run["listing_before"]
+    assert mounted_run["current_after"] == "old"
+    assert mounted_run["current_tmp_after"] == "new"
+
+
+def test_a_torn_write_keeps_a_proper_prefix(mounted_run: dict[str, Any]) -> None:
+    r = mounted_run
+    assert r["torn_armed"] == {"ok": True} and r["torn_status"] is True
+    assert 1 <= len(r["torn_after"]) < 4096
+    assert set(r["torn_after"]) == {"A"}
+
+
+def test_an_o_sync_write_is_durable_without_fsync(mounted_run: dict[str, Any]) -> None:
+    assert mounted_run["osync_after"] == "synced"
+
+
+def test_armed_errors_come_back_with_their_errno_and_stop_after_heal(
+        mounted_run: dict[str, Any]) -> None:
+    r = mounted_run
+    assert r["fail_eio"]["ok"] and r["write_eio"] == "EIO"
+    assert r["fsync_while_write_fails"] is None  # armed on writes only
+    assert r["fail_enospc"]["ok"] and r["fsync_enospc"] == "ENOSPC"
+    assert r["fail_status"] == {"errno": "ENOSPC", "on": ["fsync"]}
+    assert r["heal"] == {"ok": True} and r["write_healed"] is None
+
+
+def test_slow_fsync_is_acknowledged_and_reported(mounted_run: dict[str, Any]) -> None:
+    r = mounted_run
+    assert r["slow"] == {"ok": True, "slow_fsync_ms": 5}
+    assert r["slow_status"] == 5 and r["fsync_slow"] is None and r["slow_healed"] == 0
+
+
+def test_garbage_on_the_control_port_gets_an_error_and_the_port_still_answers(
+        mounted_run: dict[str, Any]) -> None:
+    answers = mounted_run["garbage"]
+    assert all(a["ok"] is False and a["error"] for a in answers)
+    assert "unknown op 'reboot'" in answers[2]["error"]
+    assert mounted_run["after_garbage"] is True
+
+
+def test_the_mount_leaves_nothing_behind(mounted_run: dict[str, Any]) -> None:
+    r = mounted_run
+    assert r["daemon_rc"] == 0  # SIGTERM: a clean unmount
+    assert r["ready"]["mount"] == r["mnt"]
+    assert ".lossyfs-trash" not in r["backing_after"]  # emptied and removed
+    assert r["mnt"] not in host_mounts()
+    assert not psutil.pid_exists(r["ready"]["pid"])
+
+
+def test_a_sigkilled_namespace_takes_its_mount_with_it(tmp_path: Path) -> None:
+    needs_fuse()
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    daemon = subprocess.Popen(namespace.daemon_argv(backing, mnt), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              cwd=Path(__file__).parent.parent)
+    try:
+        assert daemon.stdout is not None
+        ready = json.loads(daemon.stdout.readline())
+        assert ready["pid"] == daemon.pid  # unshare execs: the pid is the daemon's
+        assert namespace.mounted(mnt, daemon.pid)  # mounted in its namespace...
+        assert not namespace.mounted(mnt)  # ...never in ours
+        user = subprocess.run(namespace.enter(daemon.pid, [
+            "sh", "-c", f"echo through > {mnt}/f && cat {mnt}/f"]),
+            capture_output=True, timeout=60)
+        assert user.stdout == b"through\n", user.stderr
+        assert (backing / "f").read_bytes() == b"through\n"
+        assert str(mnt) not in host_mounts()
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait(timeout=60)
+    assert str(mnt) not in host_mounts()
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if str(mnt) in " ".join(p.info["cmdline"] or [])]
+    assert left == []
+    shutil.rmtree(tmp_path)  # no mount under it: it goes

@@ -105,6 +105,13 @@ def scenarios(m: Path, c: Control) -> dict[str, Any]:
     c.op(op="power-off")
     out["osync_after"] = (m / "osync").read_bytes().decode()
 
+    # sync: everything written so far becomes durable, names included.
+    write(m / "synced-by-op", b"kept", fsync=False)
+    out["sync"] = c.op(op="sync")
+    out["sync_status"] = c.op(op="status")
+    c.op(op="power-off")
+    out["sync_after"] = (m / "synced-by-op").read_bytes().decode()
+
     # Errors while armed, none after heal.
     out["fail_eio"] = c.op(op="fail", errno="EIO", on=["write"])
     out["write_eio"] = errno_of(lambda: write(m / "data", b"z", fsync=False))

@@ -412,6 +412,14 @@ def test_an_o_sync_write_is_durable_without_fsync(mounted_run: dict[str, Any]) -
     assert mounted_run["osync_after"] == "synced"
 
 
+def test_sync_makes_everything_written_durable(mounted_run: dict[str, Any]) -> None:
+    r = mounted_run
+    assert r["sync"] == {"ok": True}
+    assert r["sync_status"]["unsynced_bytes"] == 0
+    assert r["sync_status"]["namespace_ops"] == 0
+    assert r["sync_after"] == "kept"
+
+
 def test_armed_errors_come_back_with_their_errno_and_stop_after_heal(
         mounted_run: dict[str, Any]) -> None:
     r = mounted_run

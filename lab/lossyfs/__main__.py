@@ -91,6 +91,9 @@ class Control:
             undone = await fs.power_off()
             log.info("power-off: %d undo actions applied", undone)
             return {"ok": True, "undone": undone}
+        if op == "sync":
+            fs.sync_all()
+            return {"ok": True}
         if op == "torn-write":
             fs.undo.arm_torn()
             return {"ok": True}
@@ -116,8 +119,8 @@ class Control:
             fs.faults.fail_errno = None
             fs.faults.fail_on = frozenset()
             return {"ok": True}
-        raise ValueError(f"unknown op {op!r} (status, power-off, torn-write, slow-fsync, "
-                         "fail, heal)")
+        raise ValueError(f"unknown op {op!r} (status, power-off, sync, torn-write, "
+                         "slow-fsync, fail, heal)")
 
     def _fail_state(self) -> dict[str, Any] | None:
         f = self.fs.faults

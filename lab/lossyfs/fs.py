@@ -429,6 +429,7 @@ class LossyFS(pyfuse3.Operations):
         actions = self.undo.power_off()
         touched: set[tuple[int, bytes]] = set()
         for action in actions:
+            log.debug("power-off: %s", action)
             try:
                 touched |= self._apply(action)
             except (OSError, pyfuse3.FUSEError) as e:
@@ -489,9 +490,13 @@ class LossyFS(pyfuse3.Operations):
             except OSError:
                 pass
 
+    def sync_all(self) -> None:
+        """As sync(2), or the kernel's periodic writeback: everything becomes durable."""
+        self._free_trash(self.undo.clear())
+
     def shutdown(self) -> None:
         """A clean unmount: everything written is kept; empty the trash."""
-        self._free_trash(self.undo.clear())
+        self.sync_all()
         try:
             os.rmdir(self._trash_dir)
         except OSError:

@@ -9,6 +9,7 @@ Once mounted it prints one JSON line on stdout:
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import logging
@@ -16,9 +17,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
+
+if TYPE_CHECKING:  # pyfuse3 is imported only once it is known to be there
+    from lab.lossyfs.fs import LossyFS
 
 MAX_LINE = 64 * 1024
 log = logging.getLogger("lossyfs")
@@ -53,11 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 class Control:
     """The control protocol, one JSON object a line each way."""
 
-    def __init__(self, fs: Any) -> None:
-        from lab.lossyfs.fs import FAULT_ERRNOS, FAULT_ON
+    errnos = {"EIO": errno.EIO, "ENOSPC": errno.ENOSPC}
+    fault_on = ("write", "fsync")
+
+    def __init__(self, fs: LossyFS) -> None:
         self.fs = fs
-        self.errnos = FAULT_ERRNOS
-        self.fault_on = FAULT_ON
 
     async def answer(self, line: bytes) -> dict[str, Any]:
         try:

@@ -50,9 +50,6 @@ _TIMEOUT = 1.0  # seconds the kernel may cache entries and attributes
 _SYNC_FLAGS = os.O_SYNC | os.O_DSYNC
 _STRIPPED = os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_ACCMODE | _SYNC_FLAGS
 
-FAULT_ERRNOS = {"EIO": errno.EIO, "ENOSPC": errno.ENOSPC}
-FAULT_ON = ("write", "fsync")
-
 
 @dataclass
 class _Node:
@@ -191,10 +188,11 @@ class LossyFS(pyfuse3.Operations):
         if self.faults.fail_errno is not None and on in self.faults.fail_on:
             raise pyfuse3.FUSEError(self.faults.fail_errno)
 
-    async def _sync_fault(self) -> None:
+    async def _slow(self) -> None:
+        # After the sync is recorded: what it covers may be durable before it returns,
+        # but a write made while it waits is not covered.
         if self.faults.slow_fsync_ms > 0:
             await trio.sleep(self.faults.slow_fsync_ms / 1000)
-        self._fail("fsync")
 
     # FUSE operations.
 
@@ -382,8 +380,9 @@ class LossyFS(pyfuse3.Operations):
             os.close(h.fd)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._sync_fault()
+        self._fail("fsync")
         self.undo.fsync(self._handles[fh].ino)
+        await self._slow()
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         if inode not in self._nodes:
@@ -407,8 +406,9 @@ class LossyFS(pyfuse3.Operations):
         return None
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        await self._sync_fault()
+        self._fail("fsync")
         self._free_trash(self.undo.fsync_dir(fh))
+        await self._slow()
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         sv = os.statvfs(self.root)

@@ -90,7 +90,7 @@ class Harness:
         self.next_fid = 1
         self.next_trash = 0
         # The model: a trace of namespace operations, and each file's durable content.
-        self.trace: list[tuple[int, tuple[Any, ...], frozenset[int]]] = []
+        self.trace: list[tuple[int, tuple[Any, ...], frozenset[tuple[int, bytes]]]] = []
         self.dir_synced: dict[int, int] = {d: -1 for d in DIRS}
         self.durable_data: dict[int, bytes] = {}
         self.start: dict[int, dict[bytes, int]] = {d: {} for d in DIRS}
@@ -119,7 +119,7 @@ class Harness:
         self.b.data[fid] = bytearray()
         self.durable_data[fid] = b""
         self.log.created(d, name)
-        self.trace.append((self._tick(), ("create", d, name, fid), frozenset({d})))
+        self.trace.append((self._tick(), ("create", d, name, fid), frozenset({(d, name)})))
 
     def link(self, d: int, name: bytes, d2: int, name2: bytes) -> None:
         if name not in self.b.dirs[d] or name2 in self.b.dirs[d2]:
@@ -127,14 +127,14 @@ class Harness:
         fid = self.b.dirs[d][name]
         self.b.dirs[d2][name2] = fid
         self.log.created(d2, name2)
-        self.trace.append((self._tick(), ("link", d2, name2, fid), frozenset({d2})))
+        self.trace.append((self._tick(), ("link", d2, name2, fid), frozenset({(d2, name2)})))
 
     def unlink(self, d: int, name: bytes) -> None:
         if name not in self.b.dirs[d]:
             return
         fid = self.b.dirs[d].pop(name)
         self.log.removed(d, name, self._trash(fid))
-        self.trace.append((self._tick(), ("unlink", d, name), frozenset({d})))
+        self.trace.append((self._tick(), ("unlink", d, name), frozenset({(d, name)})))
 
     def rename(self, d: int, name: bytes, d2: int, name2: bytes) -> None:
         if name not in self.b.dirs[d] or (d, name) == (d2, name2):
@@ -146,7 +146,8 @@ class Harness:
             victim = self._trash(self.b.dirs[d2].pop(name2))
         self.b.dirs[d2][name2] = self.b.dirs[d].pop(name)
         self.log.renamed(d, name, d2, name2, victim)
-        self.trace.append((self._tick(), ("rename", d, name, d2, name2), frozenset({d, d2})))
+        self.trace.append((self._tick(), ("rename", d, name, d2, name2),
+                           frozenset({(d, name), (d2, name2)})))
 
     def write(self, d: int, name: bytes, offset: int, data: bytes, sync: bool) -> None:
         if name not in self.b.dirs[d] or not data:
@@ -186,13 +187,13 @@ class Harness:
 
     def expected(self) -> dict[tuple[int, bytes], bytes]:
         """The state at the last syncs, forward: an operation is durable when each of its
-        directories was fsynced after it and no earlier operation on one of them is
-        not; replay the durable ones from the empty start."""
+        directories was fsynced after it and no earlier operation on one of its names
+        (directory and name) is not; replay the durable ones from the empty start."""
         dirs = {d: dict(names) for d, names in self.start.items()}
-        undurable: set[int] = set()
-        for t, op, ds in self.trace:
-            if any(self.dir_synced[d] < t for d in ds) or ds & undurable:
-                undurable |= ds
+        undurable: set[tuple[int, bytes]] = set()
+        for t, op, keys in self.trace:
+            if any(self.dir_synced[d] < t for d, _ in keys) or keys & undurable:
+                undurable |= keys
                 continue
             if op[0] in ("create", "link"):
                 dirs[op[1]][op[2]] = op[3]
@@ -337,6 +338,59 @@ def test_a_removal_cannot_become_durable_before_the_rename_that_made_its_name() 
     expected = h.expected()
     h.power_off()
     assert h.b.view() == expected == {(1, b"x"): b"data"}
+
+
+def test_a_change_to_another_name_does_not_wait_for_a_cross_directory_rename() -> None:
+    h = Harness()
+    h.create(1, b"x")
+    h.fsync_dir(1)
+    h.rename(1, b"x", 2, b"x")  # undoable until dir 1 is fsynced too
+    h.create(2, b"y")
+    h.fsync_dir(2)  # makes 2/y durable: nothing undoable touched that name
+    assert h.log.status().namespace_ops == 1
+    expected = h.expected()
+    h.power_off()
+    assert h.b.view() == expected == {(1, b"x"): b"", (2, b"y"): b""}
+
+
+def test_a_durable_rmdir_takes_the_pending_changes_inside_with_it() -> None:
+    log = UndoLog()
+    root, d, e = 1, 10, 11
+    log.removed(e, b"f", b"t1")  # unlink d/e/f
+    log.removed(d, b"e", b"t2", gone=e)  # rmdir d/e
+    log.removed(d, b"g", b"t3")  # unlink d/g
+    log.removed(root, b"d", b"t4", gone=d)  # rmdir d
+    assert log.fsync_dir(root) == [b"t1", b"t2", b"t3", b"t4"]
+    assert log.status().namespace_ops == 0
+    assert log.power_off() == []
+
+
+def test_a_rmdir_waits_for_a_rename_into_it_from_a_directory_not_fsynced() -> None:
+    log = UndoLog()
+    root, a, d = 1, 10, 11
+    log.renamed(a, b"x", d, b"x", None)
+    log.removed(d, b"x", b"t1")
+    log.removed(root, b"d", b"t2", gone=d)
+    assert log.fsync_dir(root) == []  # the rename's undo needs d/x, so d
+    assert log.status().namespace_ops == 3
+    assert log.fsync_dir(a) == [b"t1", b"t2"]
+    assert log.status().namespace_ops == 0
+
+
+def test_a_torn_write_tears_the_newest_unsynced_write_though_a_later_one_was_synced(
+        ) -> None:
+    h = Harness(3)
+    h.create(1, b"x")
+    h.create(1, b"y")
+    h.fsync_dir(1)
+    h.write(1, b"x", 0, b"ABCDEFGHIJ", False)
+    h.write(1, b"y", 0, b"synced", False)
+    h.fsync(1, b"y")  # the last write is durable: x's is the newest one that is not
+    h.log.arm_torn()
+    torn = [a for a in h.log.power_off() if isinstance(a, TornPrefix)]
+    assert len(torn) == 1
+    assert torn[0].of == 10 and 1 <= len(torn[0].data) < 10
+    assert b"ABCDEFGHIJ".startswith(torn[0].data)
 
 
 # ---------------------------------------------------------------------------------------

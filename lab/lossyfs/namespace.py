@@ -5,11 +5,12 @@ The daemon is started under ``unshare --mount --propagation private``, so its mo
 made in a namespace of its own that the host never sees; whatever uses the mount joins
 that namespace (``nsenter --mount=/proc/PID/ns/mnt``). A namespace ends when its last
 process ends, and its mounts with it: however the daemon and its users die, SIGKILL
-included, nothing is left mounted anywhere.
+included, nothing is left mounted anywhere. And the daemon dies with its parent (a
+parent-death signal), so a SIGKILLed test or lab run does not leave it running.
 
-Mounting needs root (or CAP_SYS_ADMIN), ``/dev/fuse``, util-linux's ``unshare`` and
-``nsenter``, and pyfuse3 (``pip install -e '.[disk]'``): :func:`problem` says what is
-missing.
+Mounting needs root (or CAP_SYS_ADMIN), ``/dev/fuse``, util-linux's ``unshare``,
+``nsenter`` and ``setpriv``, and pyfuse3 (``pip install -e '.[disk]'``): :func:`problem`
+says what is missing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def problem() -> str | None:
         return "the lossy file system needs root, to mount inside a private mount namespace"
     if not os.path.exists("/dev/fuse"):
         return "the lossy file system needs /dev/fuse (Debian: fuse3)"
-    for tool in ("unshare", "nsenter"):
+    for tool in ("unshare", "nsenter", "setpriv"):
         if shutil.which(tool) is None:
             return f"the lossy file system needs '{tool}' (util-linux) on PATH"
     if importlib.util.find_spec("pyfuse3") is None:
@@ -38,8 +39,17 @@ def problem() -> str | None:
 
 
 def private(argv: Sequence[str]) -> list[str]:
-    """``argv`` in a new private mount namespace (``unshare`` execs it: same pid)."""
-    return ["unshare", "--mount", "--propagation", "private", "--", *argv]
+    """``argv`` in a new private mount namespace (``unshare`` execs it: same pid), killed
+    when its parent dies (:func:`with_parent`)."""
+    return with_parent(["unshare", "--mount", "--propagation", "private", "--", *argv])
+
+
+def with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv``, SIGKILLed when the thread that started it dies (``setpriv --pdeathsig``,
+    which execs it: same pid), so a mount namespace it holds cannot outlive whoever
+    started it, even a SIGKILLed one. Start it from a thread that lives as long as it
+    should: the main thread, not a worker thread that exits when idle."""
+    return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
 
 
 def daemon_argv(backing: Path, mountpoint: Path, *, control: str = "127.0.0.1:0",

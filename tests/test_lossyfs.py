@@ -691,3 +691,10 @@ def test_a_handler_answers_an_errno_or_eio_and_never_raises_anything_else(
 
     trio.run(main)
     assert "lookup failed" in caplog.text and "a bug" in caplog.text
+
+
+def test_the_probe_makes_a_real_mount_and_says_why_one_fails() -> None:
+    needs_fuse()
+    assert namespace.probe() is None
+    assert namespace.probe(python="/bin/false") == (
+        "the lossy file system could not mount here: exit 1")

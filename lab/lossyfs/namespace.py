@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import selectors
 import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +39,39 @@ def problem() -> str | None:
         return ("the lossy file system needs pyfuse3: pip install -e '.[disk]' "
                 "(Debian: libfuse3-dev pkg-config first)")
     return None
+
+
+def probe(python: str = sys.executable, timeout: float = 60.0) -> str | None:
+    """Why a lossy mount cannot be made here, or None, found by making one: the daemon is
+    started on two fresh directories, waited for until it says it is mounted, and ended.
+    (:func:`problem` only looks: a container may have ``/dev/fuse`` and still refuse.)"""
+    why = problem()
+    if why is not None:
+        return why
+    with tempfile.TemporaryDirectory(prefix="lossyfs-probe-") as tmp:
+        backing, mnt = Path(tmp) / "backing", Path(tmp) / "mnt"
+        backing.mkdir()
+        mnt.mkdir()
+        proc = subprocess.Popen(daemon_argv(backing, mnt, python=python),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                ready = bool(sel.select(timeout)) and b'"ready"' in proc.stdout.readline()
+        finally:
+            proc.terminate()
+            try:
+                _, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+    if ready and proc.returncode == 0:
+        return None
+    lines = err.decode(errors="replace").strip().splitlines()
+    return ("the lossy file system could not mount here: "
+            + (lines[-1] if lines else f"exit {proc.returncode}"))
 
 
 def private(argv: Sequence[str]) -> list[str]:
@@ -88,3 +124,10 @@ def _unescape(field: str) -> str:
             out.append(field[i])
             i += 1
     return "".join(out)
+
+
+if __name__ == "__main__":  # python -m lab.lossyfs.namespace: can a lossy mount be made?
+    reason = probe()
+    if reason is not None:
+        print(reason)
+    sys.exit(0 if reason is None else 1)

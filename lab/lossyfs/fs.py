@@ -219,7 +219,10 @@ class LossyFS(pyfuse3.Operations):
     def _free_trash(self, names: Iterable[bytes]) -> None:
         for name in names:
             node = self._unlink(_TRASH_INO, name)
-            _remove(os.path.join(self._trash_dir, name))
+            try:
+                _remove(os.path.join(self._trash_dir, name))
+            except OSError as e:  # the removal is durable all the same: go on
+                log.warning("could not delete trash entry %r: %s", name, e)
             if node is not None:
                 self._drop(node)
             self._forget_below(node)

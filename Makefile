@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet -e '.[disk]' >/dev/null 2>&1 \
-		|| echo "pyfuse3 did not build (needs libfuse3-dev, pkg-config): the lossy-disk tests skip"
+	$(BIN)/pip install --quiet -e '.[disk]' >$(VENV)/pyfuse3-build.log 2>&1 \
+		|| echo "pyfuse3 did not build (needs libfuse3-dev, pkg-config, python3-dev): the" \
+			"lossy-disk tests skip; its build output is in $(VENV)/pyfuse3-build.log;" \
+			"once they are installed, 'make clean' and make again retries it"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -59,9 +59,10 @@ def inside(args: argparse.Namespace) -> dict[str, float]:
     backing, mnt, plain = base / "backing", base / "mnt", base / "plain"
     for d in (backing, mnt, plain):
         d.mkdir()
-    daemon = subprocess.Popen([sys.executable, "-m", "lab.lossyfs", str(backing), str(mnt),
-                               "--control", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, cwd=ROOT)
+    daemon = subprocess.Popen(namespace.with_parent([
+        sys.executable, "-m", "lab.lossyfs", str(backing), str(mnt),
+        "--control", "127.0.0.1:0"]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=ROOT)
     try:
         assert daemon.stdout is not None
         json.loads(daemon.stdout.readline())  # ready: mounted
@@ -69,7 +70,11 @@ def inside(args: argparse.Namespace) -> dict[str, float]:
         n_lossy, t_lossy = appends(mnt, args.seconds, args.size)
     finally:
         daemon.terminate()
-        daemon.wait(timeout=60)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
         shutil.rmtree(base, ignore_errors=True)
     return {"plain_per_s": n_plain / t_plain, "lossy_per_s": n_lossy / t_lossy,
             "ratio": (n_lossy / t_lossy) / (n_plain / t_plain)}

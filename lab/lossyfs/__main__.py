@@ -92,9 +92,15 @@ class Control:
                     "torn_armed": st.torn_armed, "slow_fsync_ms": fs.faults.slow_fsync_ms,
                     "fail": self._fail_state()}
         if op == "power-off":
-            undone = await fs.power_off()
-            log.info("power-off: %d undo actions applied", undone)
-            return {"ok": True, "undone": undone}
+            done = await fs.power_off()
+            log.info("power-off: %d undo actions applied, %d failed, torn: %s",
+                     done.undone, done.failed, done.torn)
+            out: dict[str, Any] = {"ok": done.failed == 0, "undone": done.undone,
+                                   "failed": done.failed, "torn": done.torn}
+            if done.failed:
+                out["error"] = (f"power-off: {done.failed} undo actions failed (the log "
+                                "says which)")
+            return out
         if op == "sync":
             fs.sync_all()
             return {"ok": True}
@@ -109,7 +115,7 @@ class Control:
             return {"ok": True, "slow_fsync_ms": ms}
         if op == "fail":
             name = req.get("errno")
-            if name not in self.errnos:
+            if not isinstance(name, str) or name not in self.errnos:
                 raise ValueError(f'fail: "errno" must be one of {sorted(self.errnos)}')
             on = req.get("on", list(self.fault_on))
             if (not isinstance(on, list) or not on
@@ -143,6 +149,8 @@ class Control:
                         return
                     buf += data
                     while b"\n" in buf:
+                        if buf.index(b"\n") > MAX_LINE:
+                            break  # too long: rejected below, unread
                         line, buf = buf.split(b"\n", 1)
                         if line.strip():
                             out = await self.answer(line)
@@ -164,13 +172,15 @@ async def _main(args: argparse.Namespace) -> None:
     options = set(pyfuse3.default_options) | {"fsname=lossyfs", "subtype=lossyfs"}
     pyfuse3.init(fs, str(args.mountpoint), options)
     control = Control(fs)
+    clean = Clean()
     try:
+        fs.open_trash()
         async with trio.open_nursery() as nursery:
             serve = functools.partial(trio.serve_tcp, control.serve, args.control[1],
                                       host=args.control[0])
             listeners = await nursery.start(serve)
             host, port = listeners[0].socket.getsockname()[:2]
-            nursery.start_soon(_signals, nursery)
+            await nursery.start(_signals, nursery, clean)  # before "ready": no SIGTERM lost
             print(json.dumps({"event": "ready", "control": [host, port],
                               "mount": str(args.mountpoint), "pid": os.getpid()}),
                   flush=True)
@@ -178,16 +188,27 @@ async def _main(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
     finally:
         pyfuse3.close(unmount=True)
-        fs.shutdown()
-        log.info("unmounted %s", args.mountpoint)
+        if clean.exit:  # a crash must not make everything durable: keep the trash
+            fs.shutdown()
+            log.info("unmounted %s", args.mountpoint)
+        else:
+            log.error("unmounted %s without a clean exit: the trash is left for the next "
+                      "mount to empty", args.mountpoint)
 
 
-async def _signals(nursery: trio.Nursery) -> None:
+class Clean:
+    exit = False  # a SIGTERM or SIGINT asked the file system to end
+
+
+async def _signals(nursery: trio.Nursery, clean: Clean, *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     import pyfuse3
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for sig in signals:
             log.info("signal %d: unmounting", sig)
+            clean.exit = True
             pyfuse3.terminate()
             nursery.cancel_scope.cancel()
             return
@@ -202,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.mountpoint.is_dir():
         print(f"lossyfs: {args.mountpoint}: not a directory", file=sys.stderr)
+        return 2
+    backing, mountpoint = args.backing.resolve(), args.mountpoint.resolve()
+    if (backing == mountpoint or backing.is_relative_to(mountpoint)
+            or mountpoint.is_relative_to(backing)):
+        print(f"lossyfs: the backing directory {backing} and the mountpoint {mountpoint} "
+              "overlap: they must be apart", file=sys.stderr)
         return 2
     try:
         import pyfuse3  # noqa: F401

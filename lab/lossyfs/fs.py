@@ -18,14 +18,15 @@ invalidates the kernel's cached attributes, pages and entries of what it touched
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -48,7 +49,42 @@ TRASH = b".lossyfs-trash"
 _TRASH_INO = 0  # the trash directory's parent id in the inode table (never seen by FUSE)
 _TIMEOUT = 1.0  # seconds the kernel may cache entries and attributes
 _SYNC_FLAGS = os.O_SYNC | os.O_DSYNC
-_STRIPPED = os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_ACCMODE | _SYNC_FLAGS
+# Never passed to the backing file: O_TRUNC is done (and recorded) by open itself, and
+# O_DIRECT would make the unaligned reads and writes of a passthrough fail with EINVAL.
+_STRIPPED = (os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_ACCMODE | _SYNC_FLAGS
+             | os.O_DIRECT)
+_CHUNK = 1 << 20  # bytes read at a time to save what a truncate cuts
+
+
+def _handler(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Every FUSE operation: pyfuse3 passes a FUSEError on to the kernel but ends the whole
+    file system on any other exception, so an OSError becomes the FUSEError of its errno
+    and anything else (a bug) is logged and answered EIO."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return guarded
+
+
+@dataclass(frozen=True)
+class PowerOff:
+    """What a power cut did: undo actions applied and failed, and the torn write (None if
+    none was armed or there was no write to tear): ``{"file": path from the mount root or
+    None, "kept": bytes kept, "of": the write's length}``."""
+
+    undone: int
+    failed: int
+    torn: dict[str, Any] | None
 
 
 @dataclass
@@ -84,7 +120,6 @@ class LossyFS(pyfuse3.Operations):
         self.undo = UndoLog(seed)
         self.faults = Faults()
         self._trash_dir = os.path.join(self.root, TRASH)
-        os.makedirs(self._trash_dir, exist_ok=True)
         self._nodes: dict[int, _Node] = {}
         self._by_backing: dict[int, int] = {}
         self._handles: dict[int, _Handle] = {}
@@ -94,6 +129,13 @@ class LossyFS(pyfuse3.Operations):
         root = _Node(pyfuse3.ROOT_INODE, os.lstat(self.root).st_ino)
         self._nodes[root.ino] = root
         self._by_backing[root.backing] = root.ino
+
+    def open_trash(self) -> None:
+        """Once mounted: an empty trash. One left by a daemon that crashed is emptied (its
+        removals count as durable: the undo log that could restore them died with it)."""
+        if os.path.lexists(self._trash_dir):
+            _remove(self._trash_dir)
+        os.mkdir(self._trash_dir, 0o700)
 
     # The inode table.
 
@@ -177,7 +219,10 @@ class LossyFS(pyfuse3.Operations):
     def _free_trash(self, names: Iterable[bytes]) -> None:
         for name in names:
             node = self._unlink(_TRASH_INO, name)
-            _remove(os.path.join(self._trash_dir, name))
+            try:
+                _remove(os.path.join(self._trash_dir, name))
+            except OSError as e:  # the removal is durable all the same: go on
+                log.warning("could not delete trash entry %r: %s", name, e)
             if node is not None:
                 self._drop(node)
             self._forget_below(node)
@@ -196,6 +241,7 @@ class LossyFS(pyfuse3.Operations):
 
     # FUSE operations.
 
+    @_handler
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> pyfuse3.EntryAttributes:
         if name == b".":
@@ -203,15 +249,20 @@ class LossyFS(pyfuse3.Operations):
         if name == b"..":
             up = pyfuse3.ROOT_INODE
             if parent_inode != pyfuse3.ROOT_INODE:
-                up = min(self._nodes[parent_inode].links)[0]
+                node = self._nodes.get(parent_inode)
+                if node is None or not node.links:
+                    raise pyfuse3.FUSEError(errno.ENOENT)
+                up = min(node.links)[0]
             return await self.getattr(up, ctx)
         if parent_inode == pyfuse3.ROOT_INODE and name == TRASH:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return _call(self._entry, parent_inode, name)
 
+    @_handler
     async def forget(self, inode_list: Iterable[tuple[int, int]]) -> None:
         return None
 
+    @_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None
                       ) -> pyfuse3.EntryAttributes:
         node = self._nodes.get(inode)
@@ -219,59 +270,90 @@ class LossyFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attr(node, _call(os.lstat, self._path(inode)))
 
+    @_handler
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        path = self._path(inode)
+        h = self._handles.get(fh) if fh is not None else None
+        if h is not None:  # an open file: its name may be gone, its descriptor is not
+            return self._setattr(inode, attr, fields, h.fd)
+        return self._setattr(inode, attr, fields, self._path(inode))
+
+    def _setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                 fields: pyfuse3.SetattrFields, target: bytes | int
+                 ) -> pyfuse3.EntryAttributes:
+        """On ``target``, a path (not followed if a symlink) or an open descriptor."""
+        path_kw: dict[str, Any] = {} if isinstance(target, int) else {"follow_symlinks": False}
         if fields.update_size:
             self._fail("write")
-            fd = _call(os.open, path, os.O_RDWR)
-            try:
-                old_size = os.fstat(fd).st_size
-                cut = os.pread(fd, max(0, old_size - attr.st_size), attr.st_size)
-                _call(os.ftruncate, fd, attr.st_size)
-            finally:
-                os.close(fd)
-            self.undo.truncated(inode, attr.st_size, cut, old_size)
+            if isinstance(target, int):
+                self._truncate(inode, target, attr.st_size)
+            else:
+                fd = os.open(target, os.O_RDWR)
+                try:
+                    self._truncate(inode, fd, attr.st_size)
+                finally:
+                    os.close(fd)
         if fields.update_mode:
-            _call(os.chmod, path, stat.S_IMODE(attr.st_mode), follow_symlinks=False)
+            os.chmod(target, stat.S_IMODE(attr.st_mode), **path_kw)
         if fields.update_uid or fields.update_gid:
-            _call(os.chown, path, attr.st_uid if fields.update_uid else -1,
-                  attr.st_gid if fields.update_gid else -1, follow_symlinks=False)
+            os.chown(target, attr.st_uid if fields.update_uid else -1,
+                     attr.st_gid if fields.update_gid else -1, **path_kw)
         if fields.update_atime or fields.update_mtime:
-            st = _call(os.lstat, path)
+            st = os.stat(target, **path_kw)
             atime = attr.st_atime_ns if fields.update_atime else st.st_atime_ns
             mtime = attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns
-            _call(os.utime, path, ns=(atime, mtime), follow_symlinks=False)
-        return await self.getattr(inode, ctx)
+            os.utime(target, ns=(atime, mtime), **path_kw)
+        node = self._nodes.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attr(node, os.stat(target, **path_kw))
 
+    def _truncate(self, inode: int, fd: int, size: int) -> None:
+        """Truncate the open file to ``size`` and record what was cut."""
+        old_size = os.fstat(fd).st_size
+        cut = bytearray()
+        while size + len(cut) < old_size:
+            chunk = os.pread(fd, min(_CHUNK, old_size - size - len(cut)), size + len(cut))
+            if not chunk:
+                break
+            cut += chunk
+        os.ftruncate(fd, size)
+        self.undo.truncated(inode, size, bytes(cut), old_size)
+
+    @_handler
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         return _call(os.readlink, self._path(inode))
 
+    @_handler
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         _call(os.mknod, self._child(parent_inode, name), mode, rdev)
         self.undo.created(parent_inode, name)
         return self._entry(parent_inode, name)
 
+    @_handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         _call(os.mkdir, self._child(parent_inode, name), mode)
         self.undo.created(parent_inode, name)
         return self._entry(parent_inode, name)
 
+    @_handler
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         _call(os.symlink, target, self._child(parent_inode, name))
         self.undo.created(parent_inode, name)
         return self._entry(parent_inode, name)
 
+    @_handler
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         _call(os.link, self._path(inode), self._child(new_parent_inode, new_name))
         self.undo.created(new_parent_inode, new_name)
         return self._entry(new_parent_inode, new_name)
 
+    @_handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> None:
         path = self._child(parent_inode, name)
@@ -279,6 +361,7 @@ class LossyFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         self._remove_entry(parent_inode, name, path)
 
+    @_handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                     ) -> None:
         path = self._child(parent_inode, name)
@@ -286,13 +369,16 @@ class LossyFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if os.listdir(path):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        self._remove_entry(parent_inode, name, path)
+        self._remove_entry(parent_inode, name, path, is_dir=True)
 
-    def _remove_entry(self, parent: int, name: bytes, path: bytes) -> None:
+    def _remove_entry(self, parent: int, name: bytes, path: bytes, *,
+                      is_dir: bool = False) -> None:
         node = self._unlink(parent, name)
         trash = _call(self._trash, path, node)
-        self.undo.removed(parent, name, trash)
+        gone = node.ino if is_dir and node is not None else None
+        self.undo.removed(parent, name, trash, gone=gone)
 
+    @_handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & pyfuse3.RENAME_EXCHANGE:
@@ -305,6 +391,7 @@ class LossyFS(pyfuse3.Operations):
         except FileNotFoundError:
             victim_st = None
         victim: bytes | None = None
+        gone: int | None = None
         if victim_st is not None:
             if flags & pyfuse3.RENAME_NOREPLACE:
                 raise pyfuse3.FUSEError(errno.EEXIST)
@@ -318,6 +405,8 @@ class LossyFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
             victim_node = self._unlink(parent_inode_new, name_new)
             victim = _call(self._trash, dst, victim_node)
+            if stat.S_ISDIR(victim_st.st_mode) and victim_node is not None:
+                gone = victim_node.ino
         try:
             os.rename(src, dst)
         except OSError as e:
@@ -327,7 +416,8 @@ class LossyFS(pyfuse3.Operations):
         node = self._unlink(parent_inode_old, name_old)
         if node is not None:
             node.links.add((parent_inode_new, name_new))
-        self.undo.renamed(parent_inode_old, name_old, parent_inode_new, name_new, victim)
+        self.undo.renamed(parent_inode_old, name_old, parent_inode_new, name_new, victim,
+                          gone=gone)
 
     def _move(self, parent: int, name: bytes, new_parent: int, new_name: bytes) -> None:
         os.rename(os.path.join(self._path(parent), name),
@@ -336,9 +426,18 @@ class LossyFS(pyfuse3.Operations):
         if node is not None:
             node.links.add((new_parent, new_name))
 
+    @_handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext
                    ) -> pyfuse3.FileInfo:
+        if flags & os.O_TRUNC:  # FUSE_CAP_ATOMIC_O_TRUNC: no setattr follows
+            self._fail("write")
         fd = _call(os.open, self._path(inode), (flags & ~_STRIPPED) | os.O_RDWR)
+        try:
+            if flags & os.O_TRUNC:
+                self._truncate(inode, fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
         return pyfuse3.FileInfo(fh=self._new_handle(inode, fd, flags))
 
     def _new_handle(self, inode: int, fd: int, flags: int) -> int:
@@ -347,21 +446,33 @@ class LossyFS(pyfuse3.Operations):
         self._handles[fh] = _Handle(inode, fd, bool(flags & _SYNC_FLAGS))
         return fh
 
+    @_handler
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         path = self._child(parent_inode, name)
         existed = os.path.lexists(path)
+        if existed and flags & os.O_TRUNC:
+            self._fail("write")
         fd = _call(os.open, path, (flags & ~_STRIPPED & ~os.O_NOFOLLOW) | os.O_RDWR
                    | os.O_CREAT | (flags & os.O_EXCL), mode)
-        if not existed:
-            self.undo.created(parent_inode, name)
-        attr = self._entry(parent_inode, name)
+        try:
+            if not existed:
+                self.undo.created(parent_inode, name)
+            attr = self._entry(parent_inode, name)
+            if existed and flags & os.O_TRUNC:
+                self._truncate(attr.st_ino, fd, 0)
+                attr = self._attr(self._nodes[attr.st_ino], os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
         return pyfuse3.FileInfo(fh=self._new_handle(attr.st_ino, fd, flags)), attr
 
+    @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return _call(os.pread, self._handles[fh].fd, size, off)
 
+    @_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self._fail("write")
         h = self._handles[fh]
@@ -371,24 +482,29 @@ class LossyFS(pyfuse3.Operations):
         self.undo.wrote(h.ino, off, buf[:n], old[:n], old_size, sync=h.sync)
         return n
 
+    @_handler
     async def flush(self, fh: int) -> None:
         return None
 
+    @_handler
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
         if h is not None:
             os.close(h.fd)
 
+    @_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         self._fail("fsync")
         self.undo.fsync(self._handles[fh].ino)
         await self._slow()
 
+    @_handler
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         if inode not in self._nodes:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return inode
 
+    @_handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         path = self._path(fh)
         names = sorted(_call(os.listdir, path))
@@ -402,14 +518,17 @@ class LossyFS(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, attr, i):
                 break
 
+    @_handler
     async def releasedir(self, fh: int) -> None:
         return None
 
+    @_handler
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         self._fail("fsync")
         self._free_trash(self.undo.fsync_dir(fh))
         await self._slow()
 
+    @_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         sv = os.statvfs(self.root)
         out = pyfuse3.StatvfsData()
@@ -423,23 +542,47 @@ class LossyFS(pyfuse3.Operations):
     def status(self) -> Status:
         return self.undo.status()
 
-    async def power_off(self) -> int:
+    async def power_off(self) -> PowerOff:
         """A power cut: undo what was not durable, then make the kernel forget what it
-        cached. Returns how many undo actions were applied."""
+        cached.
+
+        The kernel's pages are dropped first too: dirty pages of a writable shared mmap
+        are written back then (as writes, into the undo log) rather than after the undo,
+        over it. A page dirtied while the power-off runs is not covered."""
+        await trio.to_thread.run_sync(self._invalidate, set(), list(self._nodes))
         actions = self.undo.power_off()
         touched: set[tuple[int, bytes]] = set()
+        failed = 0
+        torn: TornPrefix | None = None
         for action in actions:
             log.debug("power-off: %s", action)
             try:
                 touched |= self._apply(action)
             except (OSError, pyfuse3.FUSEError) as e:
+                failed += 1
                 log.warning("power-off: could not apply %s: %s", action, e)
+            if isinstance(action, TornPrefix):
+                torn = action
         inodes = list(self._nodes)
         await trio.to_thread.run_sync(self._invalidate, touched, inodes)
-        return len(actions)
+        return PowerOff(len(actions) - failed, failed, self._torn_report(torn))
+
+    def _torn_report(self, torn: TornPrefix | None) -> dict[str, Any] | None:
+        if torn is None:
+            return None
+        try:
+            path: str | None = os.fsdecode(os.path.relpath(self._path(torn.file), self.root))
+        except pyfuse3.FUSEError:
+            path = None
+        if path is not None and path.startswith(os.fsdecode(TRASH)):
+            path = None  # its name is not durable (or it was removed)
+        return {"file": path, "kept": len(torn.data), "of": torn.of}
 
     def _apply(self, a: Action) -> set[tuple[int, bytes]]:
         if isinstance(a, RestoreData | TornPrefix):
+            node = self._nodes.get(a.file)
+            if node is None or not node.links:
+                return set()  # removed for good since (written while open): nothing to undo
             fd = os.open(self._path(a.file), os.O_RDWR)
             try:
                 os.pwrite(fd, a.data, a.offset)

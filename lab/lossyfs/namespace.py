@@ -5,19 +5,23 @@ The daemon is started under ``unshare --mount --propagation private``, so its mo
 made in a namespace of its own that the host never sees; whatever uses the mount joins
 that namespace (``nsenter --mount=/proc/PID/ns/mnt``). A namespace ends when its last
 process ends, and its mounts with it: however the daemon and its users die, SIGKILL
-included, nothing is left mounted anywhere.
+included, nothing is left mounted anywhere. And the daemon dies with its parent (a
+parent-death signal), so a SIGKILLed test or lab run does not leave it running.
 
-Mounting needs root (or CAP_SYS_ADMIN), ``/dev/fuse``, util-linux's ``unshare`` and
-``nsenter``, and pyfuse3 (``pip install -e '.[disk]'``): :func:`problem` says what is
-missing.
+Mounting needs root (or CAP_SYS_ADMIN), ``/dev/fuse``, util-linux's ``unshare``,
+``nsenter`` and ``setpriv``, and pyfuse3 (``pip install -e '.[disk]'``): :func:`problem`
+says what is missing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import selectors
 import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +32,7 @@ def problem() -> str | None:
         return "the lossy file system needs root, to mount inside a private mount namespace"
     if not os.path.exists("/dev/fuse"):
         return "the lossy file system needs /dev/fuse (Debian: fuse3)"
-    for tool in ("unshare", "nsenter"):
+    for tool in ("unshare", "nsenter", "setpriv"):
         if shutil.which(tool) is None:
             return f"the lossy file system needs '{tool}' (util-linux) on PATH"
     if importlib.util.find_spec("pyfuse3") is None:
@@ -37,9 +41,51 @@ def problem() -> str | None:
     return None
 
 
+def probe(python: str = sys.executable, timeout: float = 60.0) -> str | None:
+    """Why a lossy mount cannot be made here, or None, found by making one: the daemon is
+    started on two fresh directories, waited for until it says it is mounted, and ended.
+    (:func:`problem` only looks: a container may have ``/dev/fuse`` and still refuse.)"""
+    why = problem()
+    if why is not None:
+        return why
+    with tempfile.TemporaryDirectory(prefix="lossyfs-probe-") as tmp:
+        backing, mnt = Path(tmp) / "backing", Path(tmp) / "mnt"
+        backing.mkdir()
+        mnt.mkdir()
+        proc = subprocess.Popen(daemon_argv(backing, mnt, python=python),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                ready = bool(sel.select(timeout)) and b'"ready"' in proc.stdout.readline()
+        finally:
+            proc.terminate()
+            try:
+                _, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+    if ready and proc.returncode == 0:
+        return None
+    lines = err.decode(errors="replace").strip().splitlines()
+    return ("the lossy file system could not mount here: "
+            + (lines[-1] if lines else f"exit {proc.returncode}"))
+
+
 def private(argv: Sequence[str]) -> list[str]:
-    """``argv`` in a new private mount namespace (``unshare`` execs it: same pid)."""
-    return ["unshare", "--mount", "--propagation", "private", "--", *argv]
+    """``argv`` in a new private mount namespace (``unshare`` execs it: same pid), killed
+    when its parent dies (:func:`with_parent`)."""
+    return with_parent(["unshare", "--mount", "--propagation", "private", "--", *argv])
+
+
+def with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv``, SIGKILLed when the thread that started it dies (``setpriv --pdeathsig``,
+    which execs it: same pid), so a mount namespace it holds cannot outlive whoever
+    started it, even a SIGKILLed one. Start it from a thread that lives as long as it
+    should: the main thread, not a worker thread that exits when idle."""
+    return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
 
 
 def daemon_argv(backing: Path, mountpoint: Path, *, control: str = "127.0.0.1:0",
@@ -78,3 +124,10 @@ def _unescape(field: str) -> str:
             out.append(field[i])
             i += 1
     return "".join(out)
+
+
+if __name__ == "__main__":  # python -m lab.lossyfs.namespace: can a lossy mount be made?
+    reason = probe()
+    if reason is not None:
+        print(reason)
+    sys.exit(0 if reason is None else 1)

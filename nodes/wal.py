@@ -416,9 +416,11 @@ class WAL:
         older snapshot files and segments. Buffered records are synced first.
 
         ``installing``: ``snap`` came from the leader (else the node took it of its own
-        state). It only names the crash point passed once the snapshot file is durable
-        and before the fresh segment: ``snapshot-install-between`` (the two steps of an
-        install), else ``snapshot-before-truncate`` (the log not yet cut)."""
+        state). It only decides which crash point is passed: installing,
+        ``snapshot-install-between`` once the snapshot file is durable and before the fresh
+        segment is started (the two steps of an install); of its own,
+        ``snapshot-before-truncate`` once the fresh segment is durable too and before any
+        older snapshot or segment is deleted (the log not yet cut)."""
         self._check_usable()
         if snap.index < self._snap_index:
             raise ValueError(f"snapshot {snap.index} is older than {self._snap_index}")
@@ -441,13 +443,14 @@ class WAL:
                 os.close(fd)
             os.replace(tmp, self._dir / name)
             self._fsync_dir()
-            if self._crash.armed:
-                self._crash.hit(SNAPSHOT_INSTALL_BETWEEN if installing
-                                else SNAPSHOT_BEFORE_TRUNCATE)
+            if installing and self._crash.armed:
+                self._crash.hit(SNAPSHOT_INSTALL_BETWEEN)
             os.close(self._fd)
             self._fd = -1
             self._new_segment()
             self._append(record)
+            if not installing and self._crash.armed:
+                self._crash.hit(SNAPSHOT_BEFORE_TRUNCATE)
             # Older snapshots first, then segments oldest first (see the module docstring).
             for other in os.listdir(self._dir):
                 if _SNAP_RE.fullmatch(other) and other != name:

@@ -88,23 +88,43 @@ def test_wal_after_write_fires_once_written_before_the_fsync(
     assert segment_bytes(tmp_path) > 0 and fsyncs == []
 
 
-@pytest.mark.parametrize(("installing", "point"), [(True, "snapshot-install-between"),
-                                                   (False, "snapshot-before-truncate")])
-def test_the_snapshot_points_fire_with_the_snapshot_durable_and_the_log_not_yet_cut(
-        tmp_path: Path, installing: bool, point: str) -> None:
+def snapshot_then_crash(tmp_path: Path, point: str, installing: bool
+                        ) -> tuple[list[Path], list[Path]]:
+    """Arm ``point``, take a snapshot of the other kind (which passes the other point),
+    then crash in one of the armed kind: the segments before, and the files after."""
     crash, _ = armed(point)
     wal, _ = WAL.open(tmp_path, fsync=False, crash=crash)
     wal.save(HardState(1, "n1", 3), ents(1, 3))
     wal.sync()
-    # the other kind of snapshot passes the other point
     wal.save_snapshot(Snapshot(1, 1, {"data": {}}, ("n1",)), HardState(1, "n1", 3), ents(2, 3),
                       installing=not installing)
     segments = sorted(tmp_path.glob("wal-*.log"))
     with pytest.raises(Crashed):
         wal.save_snapshot(Snapshot(3, 1, {"data": {}}, ("n1",)), HardState(1, "n1", 3), [],
                           installing=installing)
-    assert (tmp_path / f"snap-{3:016d}-{1:016d}.snap").exists()
+    return segments, sorted(tmp_path.iterdir())
+
+
+def test_snapshot_install_between_fires_with_the_snapshot_durable_and_no_fresh_segment(
+        tmp_path: Path) -> None:
+    segments, files = snapshot_then_crash(tmp_path, "snapshot-install-between", True)
+    assert tmp_path / f"snap-{3:016d}-{1:016d}.snap" in files
     assert sorted(tmp_path.glob("wal-*.log")) == segments  # no fresh segment, none deleted
+
+
+def test_snapshot_before_truncate_fires_with_the_fresh_segment_durable_and_nothing_deleted(
+        tmp_path: Path) -> None:
+    """The window ``save_snapshot``'s order relies on: the new snapshot and the segment
+    that starts after it are both on disk, and the older snapshot and segments still are
+    (a recovery replays the marker over them)."""
+    segments, files = snapshot_then_crash(tmp_path, "snapshot-before-truncate", False)
+    assert tmp_path / f"snap-{1:016d}-{1:016d}.snap" in files  # the older one: still there
+    assert tmp_path / f"snap-{3:016d}-{1:016d}.snap" in files
+    fresh = [p for p in tmp_path.glob("wal-*.log") if p not in segments]
+    assert set(segments) <= set(files) and len(fresh) == 1  # nothing deleted, one more
+    assert fresh[0].stat().st_size > 0  # its marker record is written
+    _, rec = WAL.open(tmp_path, fsync=False)
+    assert rec.snapshot is not None and rec.snapshot.index == 3
 
 
 def one_member(tmp_path: Path) -> tuple[Node, io.StringIO]:

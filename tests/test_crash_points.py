@@ -66,6 +66,29 @@ def test_skip_lets_that_many_hits_pass_and_disarming_stops_it() -> None:
         crash.arm("nope")
 
 
+class Spied(CrashPoints):
+    """Crash points that record every change of ``armed`` and ``skip``, in order."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("armed", "skip"):
+            self.__dict__.setdefault("changes", []).append((name, value))
+        super().__setattr__(name, value)
+
+
+def test_arming_sets_the_skip_before_the_point_and_disarming_clears_the_point_first() -> None:
+    """A hit on a worker thread reads ``armed``, then ``skip``: it must never see the new
+    point with the old count (nor the old point with the new count)."""
+    crash = Spied(die=die)
+    crash.arm("wal-after-write", 3)
+    crash.changes.clear()  # type: ignore[attr-defined]
+    crash.arm("wal-after-sync", 1)  # re-arming: the old point goes before the count changes
+    assert crash.changes == [  # type: ignore[attr-defined]
+        ("armed", None), ("skip", 1), ("armed", "wal-after-sync")]
+    crash.changes.clear()  # type: ignore[attr-defined]
+    crash.arm(None)
+    assert crash.changes == [("armed", None), ("skip", 0)]  # type: ignore[attr-defined]
+
+
 def test_wal_before_write_fires_before_a_byte_is_written(tmp_path: Path) -> None:
     crash, _ = armed("wal-before-write")
     wal, _ = WAL.open(tmp_path, fsync=False, crash=crash)

@@ -386,6 +386,10 @@ class WAL:
         """Write every buffered record with one write() and make it durable with one
         fsync (plus a directory fsync when a new segment had to be started)."""
         self._check_usable()
+        self._sync(crash_points=True)
+
+    def _sync(self, crash_points: bool) -> None:
+        """:meth:`sync`; ``crash_points``: whether it passes the WAL's crash points."""
         if not self._buf:
             return
         data = b"".join(self._buf)
@@ -396,11 +400,11 @@ class WAL:
                 self._fd = -1
                 self._new_segment()
                 self._stats["rotations"] += 1
-            if self._crash.armed:
+            if crash_points and self._crash.armed:
                 self._crash.hit(WAL_BEFORE_WRITE)
             self._write_all(self._fd, data)
             self._size += len(data)
-            if self._crash.armed:
+            if crash_points and self._crash.armed:
                 self._crash.hit(WAL_AFTER_WRITE)
             self._do_fsync(self._fd)
         except OSError as e:
@@ -466,12 +470,13 @@ class WAL:
         self._stats["snapshots"] += 1
 
     def close(self) -> None:
-        """Sync buffered records (unless the WAL has failed) and close the segment."""
+        """Sync buffered records (unless the WAL has failed) and close the segment. It
+        passes no crash point: a member stopping cleanly stays clean even if armed."""
         if self._closed:
             return
         try:
             if self._failed is None:
-                self.sync()
+                self._sync(crash_points=False)
         finally:
             self._closed = True
             if self._fd >= 0:

@@ -111,6 +111,19 @@ def test_wal_after_write_fires_once_written_before_the_fsync(
     assert segment_bytes(tmp_path) > 0 and fsyncs == []
 
 
+@pytest.mark.parametrize("point", ["wal-before-write", "wal-after-write"])
+def test_closing_the_wal_passes_no_crash_point(tmp_path: Path, point: str) -> None:
+    """A clean stop (``run_node`` closes the WAL) syncs what is buffered without dying
+    at an armed WAL point: a member stopping cleanly is not a crash."""
+    crash, logged = armed(point)
+    wal, _ = WAL.open(tmp_path, fsync=False, crash=crash)
+    wal.save(HardState(1, "n1", 0), ents(1, 3))  # buffered, not synced
+    wal.close()
+    assert logged == [] and crash.armed == point
+    _, rec = WAL.open(tmp_path, fsync=False)
+    assert [e.index for e in rec.entries] == [1, 2, 3]  # and it did sync them
+
+
 def snapshot_then_crash(tmp_path: Path, point: str, installing: bool
                         ) -> tuple[list[Path], list[Path]]:
     """Arm ``point``, take a snapshot of the other kind (which passes the other point),

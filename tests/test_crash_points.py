@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,7 +18,7 @@ import trio.testing
 
 from nodes.crashpoints import CRASH_POINT_EXIT, POINTS, CrashPoints
 from nodes.server import Logger, Node, NodeOptions
-from nodes.types import Entry, HardState, Snapshot
+from nodes.types import Entry, HardState, Message, MsgType, Snapshot
 from nodes.wal import WAL
 
 
@@ -163,10 +164,11 @@ def test_snapshot_before_truncate_fires_with_the_fresh_segment_durable_and_nothi
     assert rec.snapshot is not None and rec.snapshot.index == 3
 
 
-def one_member(tmp_path: Path) -> tuple[Node, io.StringIO]:
+def one_member(tmp_path: Path, peers: dict[str, tuple[str, int]] | None = None,
+               fsync: bool = False) -> tuple[Node, io.StringIO]:
     out = io.StringIO()
     opts = NodeOptions(id="n1", data_dir=tmp_path, peer_listen=("127.0.0.1", 0),
-                       client_listen=("127.0.0.1", 0), peers={}, fsync=False)
+                       client_listen=("127.0.0.1", 0), peers=peers or {}, fsync=fsync)
     node = Node(opts, Logger("n1", out))
     node.crash = CrashPoints(log=node.crash._log, die=die)
     node.wal._crash = node.crash
@@ -189,6 +191,52 @@ def test_the_driver_points_fire_in_the_loop_of_a_member_that_elects_itself(
     logged = [json.loads(line) for line in out.getvalue().splitlines()]
     assert logged[-1]["event"] == "crash-point" and logged[-1]["point"] == point
     assert node.stats["applied"] == 0
+    node.wal.close()
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send_nowait(self, m: Any) -> None:
+        self.sent.append(m)
+
+
+def test_wal_after_sync_fires_with_the_record_fsynced_and_none_of_its_messages_sent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower gets an entry from its leader n2: its Ready holds the entry and the new
+    term (to persist) and its answer to n2 (to send only once they are on disk). At
+    wal-after-sync the record is written and fsynced, and the answer is not sent."""
+    node, out = one_member(tmp_path, peers={"n2": ("127.0.0.1", 9)}, fsync=True)
+    sender = RecordingSender()
+    node.senders = {"n2": sender}  # type: ignore[dict-item]
+    readies: list[Any] = []
+    ready = node.raft.ready
+    monkeypatch.setattr(node.raft, "ready", lambda: readies.append(ready()) or readies[-1])
+    fsynced: list[tuple[int, int]] = []  # (fd, its size when fsynced)
+    real_fsync = os.fsync
+    monkeypatch.setattr("nodes.wal.os.fsync",
+                        lambda fd: (fsynced.append((fd, os.fstat(fd).st_size)),
+                                    real_fsync(fd))[1])
+    node.crash.arm("wal-after-sync")
+
+    async def main() -> None:
+        node.deliver(Message(MsgType.APP, "n2", "n1", 1, entries=(Entry(1, 1, None),)))
+        with trio.fail_after(60):  # virtual seconds: it fires at the first loop
+            await node._loop()
+
+    with pytest.raises(Crashed):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    last_line = json.loads(out.getvalue().splitlines()[-1])
+    assert (last_line["event"], last_line["point"]) == ("crash-point", "wal-after-sync")
+    last = readies[-1]
+    assert [e.index for e in last.entries] == [1]
+    assert [(m.type, m.dst) for m in last.messages] == [(MsgType.APP_RESP, "n2")]
+    assert sender.sent == []  # nothing of that Ready went out
+    [segment] = tmp_path.glob("wal-*.log")
+    assert fsynced and fsynced[-1][1] == segment.stat().st_size > 0  # all of it fsynced
+    _, rec = WAL.open(tmp_path, fsync=False)
+    assert rec.hard_state.term == 1 and [e.index for e in rec.entries] == [1]
     node.wal.close()
 
 

@@ -338,6 +338,19 @@ def test_replay_keeps_the_point_the_skip_and_the_downtime(tmp_path: Path) -> Non
         (s.action, s.duration, s.params) for s in steps]
 
 
+@pytest.mark.parametrize("phase", ["start", "skipped"])
+def test_a_crash_at_record_without_its_point_is_refused_at_its_line(phase: str) -> None:
+    records = [
+        {"offset_s": 3.0, "phase": "start", "action": "kill", "fault": 1, "nodes": ["n1"]},
+        {"offset_s": 5.0, "phase": phase, "action": "crash-at", "fault": 2,
+         "nodes": ["n2"], "params": {"skip": 1}, "for_s": 2.0},
+    ]
+    with pytest.raises(ScenarioError) as e:
+        replay_steps(list(enumerate(records, 1)), 0.0, 20.0, 3, path="run/schedule.jsonl")
+    assert str(e.value) == ("run/schedule.jsonl:2: a crash-at record needs its params.point "
+                            "(the crash point it armed)")
+
+
 def test_an_exit_at_an_armed_crash_point_is_the_labs_doing_and_only_then(
         tmp_path: Path) -> None:
     die = f"import sys; sys.exit({CRASH_POINT_EXIT})"

@@ -34,6 +34,9 @@ COMPOSE_ATTEMPTS = 4
 UNSAFE_ELECTIONS = 2.0
 #: How often (seconds) a ``crash-at`` looks whether its armed members have died.
 CRASH_POLL = 0.02
+#: How long (seconds) a ``crash-at`` waits before it asks again a member that did not
+#: answer its disarm.
+DISARM_RETRY = 0.5
 
 
 class Cluster(Protocol):
@@ -47,7 +50,10 @@ class Cluster(Protocol):
     def start(self, mid: str) -> None: ...
     def signal(self, mid: str, sig: int) -> None: ...
     def alive(self, mid: str) -> bool: ...
-    async def crash_at(self, mid: str, point: str | None, skip: int = ...) -> bool: ...
+    async def crash_at(self, mid: str, point: str | None, skip: int = ...) -> bool | None: ...
+    def process(self, mid: str) -> Any: ...
+    def exit_code(self, process: Any) -> int | None: ...
+    def exited_as_expected(self, process: Any) -> bool: ...
 
 
 @dataclass
@@ -59,6 +65,10 @@ class ActiveFault:
     network: NetworkFault | None = None
     info: dict[str, Any] = field(default_factory=dict)
     end_info: dict[str, Any] = field(default_factory=dict)  # for its end record
+    # A ``crash-at``: the process of each member it was sent to (the cluster's ``process``
+    # handle), and those of its members that died at the point.
+    lives: dict[str, Any] = field(default_factory=dict)
+    fired: set[str] = field(default_factory=set)
 
 
 class Nemesis:
@@ -358,50 +368,100 @@ class Nemesis:
     async def _arm(self, nodes: list[str], params: dict[str, Any], target: tuple[str, ...],
                    info: dict[str, Any]) -> ActiveFault | None:
         """``crash-at``: arm the crash point in each target member; the fault, whose undo
-        starts again those that died, or None (a ``skipped`` record) if none was armed."""
+        starts again those that died at it, or None (a ``skipped`` record) if no member
+        was armed or may have been. A member that did not answer may have armed itself:
+        it is followed like an armed one, and the start record lists it (``unanswered``)."""
+        c = self.cluster
         point, skip = params["point"], params.get("skip", 0)
-        armed = [n for n in nodes if await self.cluster.crash_at(n, point, skip)]
-        if not armed:
+        lives: dict[str, Any] = {}
+        unanswered: list[str] = []
+        for n in nodes:
+            proc = c.process(n)  # the process the request goes to
+            answer = await c.crash_at(n, point, skip)
+            if answer is False:
+                continue
+            lives[n] = proc
+            if answer is None:
+                unanswered.append(n)
+        if not lives:
             why = (f"target {target} resolved to no node" if not nodes else
                    f"{', '.join(nodes)} could not be armed at {point}")
             self._record("crash-at", "skipped", nodes, {"reason": why, **info})
             return None
-        return self._activate("crash-at", armed, self._restarter(armed), None, info)
+        if unanswered:
+            info = {**info, "unanswered": unanswered}
+
+        async def restart_fired() -> None:
+            # Only a member that died at the point and that nothing started since: a death
+            # by another fault is that fault's to undo.
+            for n in sorted(fault.fired):
+                if c.process(n) == lives[n] and not c.alive(n):
+                    c.start(n)
+                    self.down.discard(n)
+
+        fault = self._activate("crash-at", list(lives), restart_fired, None, info)
+        fault.lives = lives
+        return fault
 
     async def crash_window(self, fault: ActiveFault, downtime: float | None) -> None:
-        """Follow a ``crash-at`` fault: each armed member that dies within ``downtime``
-        of the arming (None: before the run's end) is started again ``downtime`` after
-        it died (None, or past the run's end: when everything is healed); one still
-        running then is disarmed, and the fault's end record says which fired
-        (``fired``, ``fired_s``: offsets) and which never did (``never_fired``)."""
+        """Follow a ``crash-at`` fault: each armed member whose armed process dies at the
+        point within ``downtime`` of the arming (None: before the run's end) is started
+        again ``downtime`` after it died (None, or past the run's end: when everything is
+        healed). One still running then is disarmed; one whose disarm gets no answer is
+        asked again until it answers, dies or the run's time is up. A member whose armed
+        process dies of anything else (a ``kill`` or ``stop`` of another fault, a crash
+        of its own) is no longer followed, and its restart is left to whatever ended it.
+        The fault's end record says which fired (``fired``, ``fired_s``: offsets), which
+        never did (``never_fired``), which died otherwise (``interrupted``) and which
+        never answered a disarm by the run's end (``maybe_armed``)."""
+        c = self.cluster
         start = trio.current_time()
         window_end = min(start + downtime, self._t_end) if downtime is not None \
             else self._t_end
         fired: dict[str, float] = {}
         never: list[str] = []
+        interrupted: list[str] = []
+        maybe_armed: list[str] = []
 
         async def follow(n: str) -> None:
-            while self.cluster.alive(n) and trio.current_time() < window_end:
+            proc = fault.lives[n]
+            while c.exit_code(proc) is None and trio.current_time() < window_end:
                 await trio.sleep(CRASH_POLL)
-            if self.cluster.alive(n):
-                await self.cluster.crash_at(n, None)
-                if self.cluster.alive(n):  # (else it fired as it was being disarmed)
+            while c.exit_code(proc) is None:
+                answer = await c.crash_at(n, None)
+                if c.exit_code(proc) is not None:
+                    break  # it died as it was being disarmed
+                if answer:
                     never.append(n)
                     return
+                if trio.current_time() >= self._t_end:
+                    maybe_armed.append(n)  # no answer by the end: the final heal's
+                    return
+                retry = trio.current_time() + DISARM_RETRY
+                while c.exit_code(proc) is None and trio.current_time() < retry:
+                    await trio.sleep(CRASH_POLL)
+            if not c.exited_as_expected(proc):
+                interrupted.append(n)
+                return
             fired[n] = round(self.history.now() / 1e9, 3)
+            fault.fired.add(n)
             self.down.add(n)
             self.paused.discard(n)
             if downtime is None:
                 return
             await trio.sleep_until(min(trio.current_time() + downtime, self._t_end))
-            if not self.cluster.alive(n):
-                self.cluster.start(n)
-            self.down.discard(n)
+            if c.process(n) == proc and not c.alive(n):  # nothing started it since
+                c.start(n)
+                self.down.discard(n)
 
         async with trio.open_nursery() as nursery:
             for n in fault.nodes:
                 nursery.start_soon(follow, n)
         fault.end_info = {"fired": sorted(fired), "fired_s": fired, "never_fired": sorted(never)}
+        if interrupted:
+            fault.end_info["interrupted"] = sorted(interrupted)
+        if maybe_armed:
+            fault.end_info["maybe_armed"] = sorted(maybe_armed)
         if downtime is not None or not fired:
             await self.undo(fault)
 

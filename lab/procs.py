@@ -216,28 +216,40 @@ class MemberProcesses(abc.ABC):
         out, w.pending = w.pending, []
         return out
 
-    def expect_exit(self, mid: str, code: int | None) -> None:
-        """The lab armed member ``mid``'s running process to exit with ``code`` (a crash
-        point): that exit, and only that code, is the lab's doing. None: no longer."""
+    def expect_exit(self, mid: str, code: int) -> None:
+        """The lab may have armed member ``mid``'s running process to exit with ``code``
+        (it sent it a crash point): that exit, and only that code, is the lab's doing, for
+        the rest of that process's life. There is no taking it back: a member that did
+        not answer may arm itself later, and one that answered a disarm may already have
+        been on its way out at the point."""
         p = self.members[mid].proc
-        if p is None:
-            return
-        if code is None:
-            self._exit_watch.expected.pop(p, None)
-        else:
+        if p is not None:
             self._exit_watch.expected[p] = code
 
-    def exited_as_expected(self, mid: str) -> bool:
-        """Whether member ``mid``'s process has exited with the code :meth:`expect_exit`
-        armed it for."""
-        p = self.members[mid].proc
-        code = self._exit_watch.expected.get(p) if p is not None else None
-        return p is not None and code is not None and p.poll() == code
+    def process(self, mid: str) -> Any:
+        """Member ``mid``'s current (or last) process, None before its first start: an
+        opaque handle for :meth:`exit_code` and :meth:`exited_as_expected`; every start
+        makes a new one."""
+        return self.members[mid].proc
 
-    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool:
-        """Arm crash point ``point`` in member ``mid`` (None: disarm); whether it was.
-        A system with crash points says how (:attr:`~lab.systems.types.SystemSpec.
-        crash_points`); by default there are none, and nothing is armed."""
+    def exit_code(self, process: Any) -> int | None:
+        """The exit code of a :meth:`process` (negative: the signal that ended it); None
+        while it runs."""
+        return None if process is None else process.poll()
+
+    def exited_as_expected(self, process: Any) -> bool:
+        """Whether a :meth:`process` has exited with the code :meth:`expect_exit` armed
+        it for (it died at a crash point the lab armed)."""
+        code = self._exit_watch.expected.get(process) if process is not None else None
+        return code is not None and process.poll() == code
+
+    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool | None:
+        """Arm crash point ``point`` in member ``mid`` (None: disarm). True: done (or,
+        arming, the member already died at the point); False: not done (the member is
+        not running, refused, or died of something else); None: no answer, so the member
+        may be armed (or, disarming, still be). A system with crash points says how
+        (:attr:`~lab.systems.types.SystemSpec.crash_points`); by default there are none,
+        and nothing is armed."""
         return False
 
     @abc.abstractmethod

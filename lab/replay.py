@@ -203,6 +203,9 @@ def _replay_step(path: str, line: int, rec: dict[str, Any], at: float,
     action: str = rec["action"]
     nodes = tuple(rec.get("nodes", []))
     params = _params(path, line, action, rec.get("params", {}), members)
+    if action == "crash-at" and "point" not in params:
+        raise ScenarioError(path, line, "a crash-at record needs its params.point (the "
+                                        "crash point it armed)")
     if rec["phase"] == "skipped":  # it did nothing; it does nothing again
         if action in UNTARGETED:
             return None

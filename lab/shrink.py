@@ -173,9 +173,13 @@ class Shrinker:
         return replace(cur, steps=tuple(items))
 
     def tight_limit(self, steps: Sequence[int]) -> float:
-        """Just after the last of ``steps`` ends, plus the margin (whole seconds)."""
-        last = max((self.steps[i].at + (self.steps[i].duration or 0.0) for i in steps),
-                   default=0.0)
+        """Just after the last of ``steps`` ends, plus the margin (whole seconds). A
+        ``crash-at`` may end twice its ``for`` after it starts: its members may die as
+        late as ``for`` after the arming and stay down ``for`` after that."""
+        def end(s: Step) -> float:
+            return s.at + (s.duration or 0.0) * (2 if s.action == "crash-at" else 1)
+
+        last = max((end(self.steps[i]) for i in steps), default=0.0)
         return float(max(MIN_TIME_LIMIT, math.ceil(last + MARGIN)))
 
     def _shorter(self, cur: Candidate) -> Candidate:

@@ -502,7 +502,7 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
     imp.cut_off = _without_quorum(f, members)
     # The fault's targets; a shape given only as links (random halves, a ring, ...) hits
     # the members it cut off from a majority.
-    touched = set(f.nodes) if f.nodes else set(imp.cut_off)
+    touched = set(_process_targets(f)) if f.nodes else set(imp.cut_off)
     imp.leader_hit = imp.leader_before is not None and imp.leader_before in touched
     imp.notes = _commit_notes(imp, cv, members)
     # A split shows when the cut-off side stops committing (or cannot even be polled).
@@ -524,13 +524,21 @@ def _impact(f: Fault, tl: Timeline, cv: ClusterView, members: list[str],
     return imp
 
 
+def _process_targets(f: Fault) -> list[str]:
+    """The members a fault hit: a ``crash-at``'s are those that died at its point (its
+    end record's ``fired``), not every member it armed."""
+    if f.action == "crash-at" and isinstance(f.params.get("fired"), list):
+        return [str(n) for n in f.params["fired"]]
+    return list(f.nodes)
+
+
 def _without_quorum(f: Fault, members: list[str]) -> list[str]:
     """The members that cannot reach a majority (themselves included) both ways."""
     if not members:
         return []
     majority = len(members) // 2 + 1
     if f.kind == "process" and f.action in ("kill", "stop", "pause", "crash-at"):
-        down = [n for n in f.nodes if n in members]
+        down = [n for n in _process_targets(f) if n in members]
         return sorted(members) if len(down) >= majority else []
     if not f.links or f.kind != "network":
         return []

@@ -65,7 +65,16 @@ class CrashPoints:
                              f"{', '.join(POINTS)})")
         if skip < 0:
             raise ValueError(f"skip must be at least 0, got {skip}")
-        self.armed, self.skip = point, skip
+        # ``hit`` may run on another thread and reads ``armed`` before ``skip``: a point
+        # is armed only once its skip count is in place, and disarmed before that count
+        # changes, so no hit ever sees a point with another point's count.
+        if point is None:
+            self.armed = None
+            self.skip = 0
+        else:
+            self.armed = None
+            self.skip = skip
+            self.armed = point
 
     def hit(self, point: str) -> None:
         """Execution reached ``point``: if it is the armed one and no hit is left to

@@ -386,6 +386,10 @@ class WAL:
         """Write every buffered record with one write() and make it durable with one
         fsync (plus a directory fsync when a new segment had to be started)."""
         self._check_usable()
+        self._sync(crash_points=True)
+
+    def _sync(self, crash_points: bool) -> None:
+        """:meth:`sync`; ``crash_points``: whether it passes the WAL's crash points."""
         if not self._buf:
             return
         data = b"".join(self._buf)
@@ -396,11 +400,11 @@ class WAL:
                 self._fd = -1
                 self._new_segment()
                 self._stats["rotations"] += 1
-            if self._crash.armed:
+            if crash_points and self._crash.armed:
                 self._crash.hit(WAL_BEFORE_WRITE)
             self._write_all(self._fd, data)
             self._size += len(data)
-            if self._crash.armed:
+            if crash_points and self._crash.armed:
                 self._crash.hit(WAL_AFTER_WRITE)
             self._do_fsync(self._fd)
         except OSError as e:
@@ -416,9 +420,11 @@ class WAL:
         older snapshot files and segments. Buffered records are synced first.
 
         ``installing``: ``snap`` came from the leader (else the node took it of its own
-        state). It only names the crash point passed once the snapshot file is durable
-        and before the fresh segment: ``snapshot-install-between`` (the two steps of an
-        install), else ``snapshot-before-truncate`` (the log not yet cut)."""
+        state). It only decides which crash point is passed: installing,
+        ``snapshot-install-between`` once the snapshot file is durable and before the fresh
+        segment is started (the two steps of an install); of its own,
+        ``snapshot-before-truncate`` once the fresh segment is durable too and before any
+        older snapshot or segment is deleted (the log not yet cut)."""
         self._check_usable()
         if snap.index < self._snap_index:
             raise ValueError(f"snapshot {snap.index} is older than {self._snap_index}")
@@ -441,13 +447,14 @@ class WAL:
                 os.close(fd)
             os.replace(tmp, self._dir / name)
             self._fsync_dir()
-            if self._crash.armed:
-                self._crash.hit(SNAPSHOT_INSTALL_BETWEEN if installing
-                                else SNAPSHOT_BEFORE_TRUNCATE)
+            if installing and self._crash.armed:
+                self._crash.hit(SNAPSHOT_INSTALL_BETWEEN)
             os.close(self._fd)
             self._fd = -1
             self._new_segment()
             self._append(record)
+            if not installing and self._crash.armed:
+                self._crash.hit(SNAPSHOT_BEFORE_TRUNCATE)
             # Older snapshots first, then segments oldest first (see the module docstring).
             for other in os.listdir(self._dir):
                 if _SNAP_RE.fullmatch(other) and other != name:
@@ -463,12 +470,13 @@ class WAL:
         self._stats["snapshots"] += 1
 
     def close(self) -> None:
-        """Sync buffered records (unless the WAL has failed) and close the segment."""
+        """Sync buffered records (unless the WAL has failed) and close the segment. It
+        passes no crash point: a member stopping cleanly stays clean even if armed."""
         if self._closed:
             return
         try:
             if self._failed is None:
-                self.sync()
+                self._sync(crash_points=False)
         finally:
             self._closed = True
             if self._fd >= 0:

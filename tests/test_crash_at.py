@@ -8,6 +8,7 @@ crash point is told from a crash. A real run where points fire: ``tests/test_run
 from __future__ import annotations
 
 import random
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import trio.testing
 from cliout import cli, one_line
 from test_member_exits import SLEEP, Member, Scripted
 
+from lab import procs
 from lab.history import History
 from lab.nemesis import Nemesis
 from lab.replay import faults_yaml, read_schedule, replay_steps
@@ -32,7 +34,7 @@ from lab.scenario import (
     load_faults,
 )
 from lab.systems.raftkv import CRASH_POINTS
-from lab.systems.raftkv.cluster import CRASH_POINT_EXIT
+from lab.systems.raftkv.cluster import CRASH_POINT_EXIT, RaftkvCluster
 from nodes import crashpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,38 +127,67 @@ class NoNetwork:
 
 
 class CrashableCluster:
-    """Members that are up or down; an armed member dies when the test says it reached
-    its point (``reach``); every call is logged with its (virtual) time since ``t0``."""
+    """Members that are up or down, each start a new process (``(mid, life)``); an armed
+    process dies with the crash-point code when the test says it reached its point
+    (``reach``); every call is logged with its (virtual) time since ``t0``. A member in
+    ``silent`` answers no crash-at request: an arming still takes effect (as in a member
+    that answers too late), a disarm does not (as in one that never got it)."""
 
     def __init__(self, *mids: str) -> None:
         self.members = {m: None for m in mids}
-        self.up = set(mids)
-        self.armed: dict[str, str | None] = {}
+        self.codes: dict[str, list[int | None]] = {m: [None] for m in mids}
+        self.armed: dict[tuple[str, int], str | None] = {}
+        self.silent: set[str] = set()
         self.calls: list[tuple[str, str, Any, float]] = []
         self.t0 = 0.0
+
+    @property
+    def up(self) -> set[str]:
+        return {m for m in self.members if self.alive(m)}
 
     def _log(self, call: str, mid: str, arg: Any) -> None:
         self.calls.append((call, mid, arg, round(trio.current_time() - self.t0, 3)))
 
-    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool:
+    def process(self, mid: str) -> tuple[str, int]:
+        return mid, len(self.codes[mid]) - 1
+
+    def exit_code(self, process: tuple[str, int]) -> int | None:
+        mid, life = process
+        return self.codes[mid][life]
+
+    def exited_as_expected(self, process: tuple[str, int]) -> bool:
+        return process in self.armed and self.exit_code(process) == CRASH_POINT_EXIT
+
+    def _end(self, mid: str, code: int) -> None:
+        self.codes[mid][-1] = code
+
+    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool | None:
         self._log("crash_at", mid, point)
-        if mid not in self.up:
+        if not self.alive(mid):
             return False
-        self.armed[mid] = point
-        return True
+        if point is not None or (self.process(mid) in self.armed and mid not in self.silent):
+            self.armed[self.process(mid)] = point
+        return None if mid in self.silent else True
 
     def reach(self, mid: str) -> None:
-        if self.armed.get(mid):
-            self._log("died", mid, self.armed[mid])
-            self.up.discard(mid)
+        if self.alive(mid) and self.armed.get(self.process(mid)):
+            self._log("died", mid, self.armed[self.process(mid)])
+            self._end(mid, CRASH_POINT_EXIT)
+
+    async def kill(self, mid: str) -> None:
+        self._log("kill", mid, None)
+        if self.alive(mid):
+            self._end(mid, -9)
+
+    def signal(self, mid: str, sig: int) -> None:
+        pass
 
     def start(self, mid: str) -> None:
         self._log("start", mid, None)
-        self.up.add(mid)
-        self.armed.pop(mid, None)
+        self.codes[mid].append(None)
 
     def alive(self, mid: str) -> bool:
-        return mid in self.up
+        return self.codes[mid][-1] is None
 
 
 def crash_run(tmp_path: Path, cluster: CrashableCluster, steps: tuple[Step, ...],
@@ -227,6 +258,64 @@ def test_without_for_a_fired_member_stays_down_until_the_heal(tmp_path: Path) ->
     assert c.up == {"n1", "n2", "n3"}
 
 
+def test_a_member_that_does_not_answer_the_arming_is_followed_as_armed(
+        tmp_path: Path) -> None:
+    """No answer does not mean not armed (a paused or busy member arms itself later):
+    its death at the point counts as fired, and it is started again 'for' after it."""
+    c = CrashableCluster("n1", "n2", "n3")
+    c.silent.add("n2")
+    step = Step(7, 1.0, "crash-at", ("n2",), 3.0, {"point": "wal-after-write"})
+    start, end = crash_run(tmp_path, c, (step,), {"n2": 2.0})
+    assert (start["phase"], start["nodes"], start["unanswered"]) == ("start", ["n2"], ["n2"])
+    assert (end["fired"], end["never_fired"]) == (["n2"], [])
+    assert [(call, t) for call, _, _, t in c.calls] == [
+        ("crash_at", 1.0), ("died", 2.0), ("start", 5.0)]
+
+
+def test_a_member_that_never_answers_a_disarm_is_asked_again_until_the_run_ends(
+        tmp_path: Path) -> None:
+    """Still running once 'for' passed, and no answer to the disarm: it may still be
+    armed, so the nemesis keeps asking (and watching) until the run's time is up."""
+    c = CrashableCluster("n1", "n2", "n3")
+    c.silent.add("n3")
+    step = Step(7, 1.0, "crash-at", ("n3",), 2.0, {"point": "before-apply"})
+    _, end = crash_run(tmp_path, c, (step,), {}, limit=6.0)
+    assert (end["fired"], end["never_fired"], end["maybe_armed"]) == ([], [], ["n3"])
+    disarms = [t for call, _, arg, t in c.calls if call == "crash_at" and arg is None]
+    assert disarms[0] == 3.0 and disarms[-1] == pytest.approx(6.0, abs=0.5)
+    assert len(disarms) > 2
+    assert "interrupted" not in end and c.up == {"n1", "n2", "n3"}
+
+
+def test_a_death_at_the_point_while_a_disarm_goes_unanswered_counts_as_fired(
+        tmp_path: Path) -> None:
+    """The disarm gets no answer; the member dies at its point before the nemesis asks
+    again: that is a fire, restarted 'for' after it."""
+    c = CrashableCluster("n1", "n2", "n3")
+    c.silent.add("n1")
+    step = Step(7, 1.0, "crash-at", ("n1",), 2.0, {"point": "wal-after-sync"})
+    _, end = crash_run(tmp_path, c, (step,), {"n1": 3.2}, limit=10.0)
+    assert (end["fired"], end["never_fired"]) == (["n1"], [])
+    assert [(call, arg) for call, _, arg, _ in c.calls] == [
+        ("crash_at", "wal-after-sync"), ("crash_at", None), ("died", "wal-after-sync"),
+        ("start", None)]
+    assert c.calls[-1][3] == pytest.approx(5.2, abs=0.05)
+
+
+def test_a_member_killed_by_another_fault_while_armed_is_not_counted_as_fired(
+        tmp_path: Path) -> None:
+    """A kill of the armed member is the kill's: the crash-at records it as interrupted,
+    and neither counts it fired nor starts it again before the kill's own 'for' is up."""
+    c = CrashableCluster("n1", "n2", "n3")
+    arm = Step(7, 1.0, "crash-at", ("n1",), 2.0, {"point": "wal-after-write"})
+    kill = Step(8, 2.0, "kill", ("n1",), 5.0)
+    sched = crash_run(tmp_path, c, (arm, kill), {})
+    end = next(r for r in sched if r["phase"] == "end" and r["action"] == "crash-at")
+    assert (end["fired"], end["never_fired"], end["interrupted"]) == ([], [], ["n1"])
+    assert [(call, arg, t) for call, _, arg, t in c.calls] == [
+        ("crash_at", "wal-after-write", 1.0), ("kill", None, 2.0), ("start", None, 7.0)]
+
+
 def test_replay_keeps_the_point_the_skip_and_the_downtime(tmp_path: Path) -> None:
     records = [
         {"time": 12_000_000_000, "offset_s": 12.0, "phase": "start", "action": "crash-at",
@@ -249,6 +338,19 @@ def test_replay_keeps_the_point_the_skip_and_the_downtime(tmp_path: Path) -> Non
         (s.action, s.duration, s.params) for s in steps]
 
 
+@pytest.mark.parametrize("phase", ["start", "skipped"])
+def test_a_crash_at_record_without_its_point_is_refused_at_its_line(phase: str) -> None:
+    records = [
+        {"offset_s": 3.0, "phase": "start", "action": "kill", "fault": 1, "nodes": ["n1"]},
+        {"offset_s": 5.0, "phase": phase, "action": "crash-at", "fault": 2,
+         "nodes": ["n2"], "params": {"skip": 1}, "for_s": 2.0},
+    ]
+    with pytest.raises(ScenarioError) as e:
+        replay_steps(list(enumerate(records, 1)), 0.0, 20.0, 3, path="run/schedule.jsonl")
+    assert str(e.value) == ("run/schedule.jsonl:2: a crash-at record needs its params.point "
+                            "(the crash point it armed)")
+
+
 def test_an_exit_at_an_armed_crash_point_is_the_labs_doing_and_only_then(
         tmp_path: Path) -> None:
     die = f"import sys; sys.exit({CRASH_POINT_EXIT})"
@@ -264,7 +366,8 @@ def test_an_exit_at_an_armed_crash_point_is_the_labs_doing_and_only_then(
             with trio.fail_after(30):
                 while c.alive("n2") or c.alive("n3"):
                     await trio.sleep(0.01)
-            assert c.exited_as_expected("n2") and not c.exited_as_expected("n3")
+            assert c.exited_as_expected(c.process("n2"))
+            assert not c.exited_as_expected(c.process("n3"))
             assert [(e["node"], e["code"]) for e in c.collect_exits()] == [("n3", 1)]
             # the same code from a process nobody armed is a crash like any other
             c.members["n2"].script = die
@@ -279,6 +382,55 @@ def test_an_exit_at_an_armed_crash_point_is_the_labs_doing_and_only_then(
 
     trio.run(main)
 
+
+
+def waiting_member(c: RaftkvCluster, mid: str, go: Path) -> None:
+    """Run member ``mid`` as a process that exits with the crash-point code once ``go``
+    exists (the test's stand-in for reaching an armed point)."""
+    m = c.members[mid]
+    script = (f"import os, sys, time\nwhile not os.path.exists({str(go)!r}): "
+              f"time.sleep(0.01)\nsys.exit({CRASH_POINT_EXIT})")
+    m.proc = procs.spawn([sys.executable, "-c", script], log_path=m.log_path)
+
+
+@pytest.mark.parametrize(("answers", "expected"), [
+    ([None], None),  # the arming gets no answer: the member may arm itself later
+    ([{"ok": True}, {"ok": True}], True),  # armed, disarmed, and it fires all the same
+    ([{"ok": True}, None], None),  # armed; the disarm gets no answer
+])
+def test_once_an_arm_request_is_sent_that_process_exiting_86_is_never_a_crash(
+        tmp_path: Path, answers: list[Any], expected: bool | None) -> None:
+    """A member may arm itself after its request timed out (paused, overloaded), or be
+    at the point already as its disarm is answered: the crash-point exit of a process
+    the lab sent an arm request to is the lab's for that process's whole life."""
+    c = RaftkvCluster(tmp_path, size=2)
+    left = list(answers)
+
+    async def request(mid: str, req: dict[str, Any], timeout: float = 2.0) -> Any:
+        return left.pop(0)
+
+    c.request = request  # type: ignore[method-assign]
+    go = tmp_path / "go"
+
+    async def main() -> None:
+        waiting_member(c, "n1", go)
+        waiting_member(c, "n2", go)  # never armed: its exit is a crash
+        try:
+            assert await c.crash_at("n1", "wal-after-write") is (
+                None if answers[0] is None else True)
+            if len(answers) > 1:
+                assert await c.crash_at("n1", None) is expected
+            go.touch()
+            with trio.fail_after(30):
+                while c.alive("n1") or c.alive("n2"):
+                    await trio.sleep(0.01)
+            assert c.exited_as_expected(c.process("n1"))
+            assert [(e["node"], e["code"]) for e in c.collect_exits()] == [
+                ("n2", CRASH_POINT_EXIT)]
+        finally:
+            await c.stop_members()
+
+    trio.run(main)
 
 
 def test_a_random_crash_at_draws_one_of_the_systems_points(tmp_path: Path) -> None:

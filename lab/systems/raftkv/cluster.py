@@ -93,24 +93,27 @@ class RaftkvCluster(procs.MemberProcesses):
         except (OSError, ConnectionLost, trio.TooSlowError):
             return None
 
-    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool:
-        """Arm crash point ``point`` in member ``mid`` (None: disarm it); whether the
-        member said yes (or, arming, already died at the point). From before the request
-        is sent until a disarm is answered, an exit with :data:`CRASH_POINT_EXIT` is the
-        lab's doing, not a crash: the point may fire before its answer comes back."""
+    async def crash_at(self, mid: str, point: str | None, skip: int = 0) -> bool | None:
+        """Arm crash point ``point`` in member ``mid`` (None: disarm it): True if the
+        member said yes (or, arming, already died at the point), False if it is not
+        running, refused or died of something else, None if it did not answer (it may
+        have armed itself, or be armed still). From the moment an arm request is sent, an
+        exit with :data:`CRASH_POINT_EXIT` of that process is the lab's doing for the rest
+        of its life (only arming makes that code): the point may fire before the answer
+        comes back, after a request that got no answer, or just as a disarm is answered."""
+        proc = self.process(mid)
         if not self.alive(mid):
             return False
         if point is not None:
             self.expect_exit(mid, CRASH_POINT_EXIT)
         answer = await self.request(mid, {"op": "crash-at", "point": point, "skip": skip})
-        done = answer is not None and answer.get("ok") is True
-        if point is None:
-            if done:
-                self.expect_exit(mid, None)  # disarmed: an exit from now on is a crash
-            return done
-        if not done and self.alive(mid):
-            self.expect_exit(mid, None)  # refused, or no answer: nothing is armed
-        return done or self.exited_as_expected(mid)
+        if answer is not None and answer.get("ok") is True:
+            return True
+        if point is not None and self.exited_as_expected(proc):
+            return True  # it fired before it could answer
+        if answer is not None or self.exit_code(proc) is not None:
+            return False
+        return None
 
     async def status(self, mid: str, timeout: float) -> dict[str, Any] | None:
         return await self.request(mid, {"op": "status"}, timeout) if self.alive(mid) else None

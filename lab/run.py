@@ -51,8 +51,11 @@ from lab.workload import Generator, Invocation
 log = logging.getLogger("raftlab")
 
 #: How long at least the lab waits, after the final phase, for every member to apply what
-#: the cluster committed (and twenty election timeouts if that is longer).
+#: the cluster committed (and twenty election timeouts if that is longer)...
 CONVERGE_S = 15.0
+#: ...and how long at most (or four election timeouts if longer) while no member behind
+#: gets any further: a stuck member (a buggy run) does not cost the whole wait.
+STALL_S = 3.0
 
 #: A reader's reads in flight at most (each ends by the workload's timeout, so at a
 #: client's pace it seldom has more than a few).
@@ -91,19 +94,23 @@ def run_dir_for(out: Path, w: Workload, f: FaultScenario, seed: int) -> Path:
     return d
 
 
-async def wait_converged(cluster: SystemCluster, limit: float) -> dict[str, Any]:
+async def wait_converged(cluster: SystemCluster, limit: float, stall: float
+                         ) -> dict[str, Any]:
     """Wait, every fault healed and the clients stopped, until every running member has
     applied what the cluster had committed when the wait began (the highest commit index
-    any member reports), for at most ``limit`` seconds. ``results.json``
+    any member reports), for at most ``limit`` seconds, and no longer than ``stall``
+    seconds in which no member behind got further (a stuck member makes no progress; one
+    catching up does). ``results.json``
     ``convergence``: ``converged``; ``behind`` (with the members that were not there, or
     never answered, when the time was up: :func:`lab.checker.member_lags` makes each an
     anomaly); or ``not available`` when the members answer without their commit and
     applied indexes."""
-    began = trio.current_time()
+    began = moved = trio.current_time()
     target: int | None = None
     applied: dict[str, int | None] = {}
     while True:
         st = await cluster.statuses(timeout=0.5)
+        before = dict(applied)
         running = sorted(m for m in st if cluster.alive(m))
         for m in running:
             a = (st.get(m) or {}).get("applied")
@@ -118,15 +125,18 @@ async def wait_converged(cluster: SystemCluster, limit: float) -> dict[str, Any]
                                                for s in answers)):
                 # The members answer, but not with both indexes: nothing to compare.
                 return {"status": "not available", "target": None, "waited_s": 0.0,
-                        "limit_s": limit, "members": {}, "behind": []}
+                        "limit_s": limit, "stall_s": stall, "members": {}, "behind": []}
             if commits:
                 target = max(commits)
         behind = [m for m in running if target is None or applied.get(m) is None
                   or (applied[m] or 0) < target]
-        waited = round(trio.current_time() - began, 2)
-        if not behind or waited >= limit:
+        now = trio.current_time()
+        if any(applied.get(m) != before.get(m) for m in behind):
+            moved = now
+        waited = round(now - began, 2)
+        if not behind or waited >= limit or now - moved >= stall:
             return {"status": "behind" if behind else "converged", "target": target,
-                    "waited_s": waited, "limit_s": limit,
+                    "waited_s": waited, "limit_s": limit, "stall_s": stall,
                     "members": {m: {"applied": applied.get(m)} for m in running},
                     "behind": behind}
         await trio.sleep(0.2)
@@ -414,8 +424,9 @@ class Experiment:
             self.phase = "final phase"
             await self._final_phase(addrs)
             self.phase = "catching up"
+            election = self.timing()[0]
             self.convergence = await wait_converged(
-                cluster, max(CONVERGE_S, 20 * self.timing()[0]))
+                cluster, max(CONVERGE_S, 20 * election), max(STALL_S, 4 * election))
             await observer.poll_once()
             if digests is not None:
                 # Once more at the end, before the members stop: the final phase's writes

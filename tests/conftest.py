@@ -9,13 +9,21 @@ from typing import Any
 
 import pytest
 
+#: The two longest tests (two to three minutes each on the 2-core machine, about a fifth
+#: of the suite's time together): they start first of all, or the suite ends with one
+#: worker finishing them alone.
+LONGEST = ("test_a_figure_8_failure_replays", "test_a_seeded_bug_failure_replays_and_shrinks")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow detection runs first, then the other real-process tests, then the rest
-    (each group in its own order): with two workers taking tests as they free up
-    (``--dist worksteal``), the long runs start early and the short tests fill the gaps,
-    instead of one worker finishing a long run alone at the end."""
+    """The two longest tests first, then the slow detection runs, then the other
+    real-process tests, then the rest (each group in its own order): with two workers
+    taking tests as they free up (``--dist worksteal``), the long runs start early and
+    the short tests fill the gaps, instead of one worker finishing a long run alone at
+    the end."""
     def rank(item: pytest.Item) -> int:
+        if item.name in LONGEST:
+            return -1
         return 0 if item.get_closest_marker("slow") else (
             1 if item.get_closest_marker("processes") else 2)
 

@@ -41,13 +41,13 @@ def _status(commit: int, applied: int) -> dict[str, Any]:
     return {"role": "follower", "term": 3, "commit": commit, "applied": applied}
 
 
-def _converge(script: dict[str, Any], limit: float = 15.0, down: set[str] | None = None
-              ) -> tuple[dict[str, Any], int]:
+def _converge(script: dict[str, Any], limit: float = 15.0, down: set[str] | None = None,
+              stall: float = 100.0) -> tuple[dict[str, Any], int]:
     got: dict[str, Any] = {}
 
     async def main() -> None:
         members = Members(script, down)
-        got.update(await wait_converged(members, limit))  # type: ignore[arg-type]
+        got.update(await wait_converged(members, limit, stall))  # type: ignore[arg-type]
         got["_polls"] = members.polls
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
@@ -75,6 +75,18 @@ def test_a_member_still_behind_at_the_limit_is_behind() -> None:
     assert got["members"] == {"n1": {"applied": 90}, "n2": {"applied": 40},
                               "n3": {"applied": None}}
     assert 5 <= got["waited_s"] < 6
+
+
+def test_a_stuck_member_is_behind_after_the_stall_not_the_limit() -> None:
+    """No progress for ``stall`` seconds ends the wait; steady progress keeps it going
+    (up to the limit) until the member is there."""
+    stuck, _ = _converge({"n1": lambda t: _status(90, 90), "n2": lambda t: _status(40, 40)},
+                         limit=15, stall=3)
+    assert stuck["status"] == "behind" and 3 <= stuck["waited_s"] < 4
+    assert stuck["stall_s"] == 3
+    steady = lambda t: _status(90, min(95, 40 + int(t * 5)))  # noqa: E731 (5 a second)
+    got, _ = _converge({"n1": lambda t: _status(90, 90), "n2": steady}, limit=15, stall=3)
+    assert got["status"] == "converged" and got["waited_s"] >= 10
 
 
 def test_a_member_that_is_down_is_not_waited_for() -> None:

@@ -510,16 +510,25 @@ class Experiment:
                 h.append(process, "fail" if f == "read" else "info", f, key,
                          None if f == "read" else value, error="aborted")
 
+    def _accounts(self) -> Sequence[str]:
+        """The keys a client driver reads as one bank (none for other models)."""
+        return self.gen.keys if self.workload.model == "bank" else ()
+
+    async def _pace(self, rng: random.Random, mean_gap: float) -> None:
+        """A client's wait before its next operation: exponential with mean ``mean_gap``
+        (so that all of them together keep the workload's rate), never past the end."""
+        await trio.sleep(min(rng.expovariate(1 / mean_gap),
+                             max(0.0, self.t_end - trio.current_time())))
+
     async def _worker(self, i: int, addrs: dict[str, Any]) -> None:
         rng = random.Random(self.opts.seed * 1_000 + i)
         process = i
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
-        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        accounts = self._accounts()
         async with self._client(addrs, self.workload.timeout, rng, accounts, i) as client:
             while trio.current_time() < self.t_end:
                 if mean_gap:
-                    await trio.sleep(min(rng.expovariate(1 / mean_gap),
-                                         max(0.0, self.t_end - trio.current_time())))
+                    await self._pace(rng, mean_gap)
                     if trio.current_time() >= self.t_end:
                         return
                 op = self.gen.next_op()
@@ -536,7 +545,7 @@ class Experiment:
         meets the new leader's writes in one history."""
         rng = random.Random(self.opts.seed * 1_000 + 500 + j)
         mean_gap = self.concurrency / self.rate if self.rate > 0 else 0.0
-        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        accounts = self._accounts()
         free = [self.concurrency + j]  # process numbers with nothing in flight
         slots = trio.Semaphore(READS_IN_FLIGHT)
 
@@ -551,8 +560,7 @@ class Experiment:
                                 home=member) as client, trio.open_nursery() as reads:
             while trio.current_time() < self.t_end:
                 if mean_gap:
-                    await trio.sleep(min(rng.expovariate(1 / mean_gap),
-                                         max(0.0, self.t_end - trio.current_time())))
+                    await self._pace(rng, mean_gap)
                 await slots.acquire()
                 if trio.current_time() >= self.t_end:
                     slots.release()
@@ -561,7 +569,7 @@ class Experiment:
                 reads.start_soon(one, client, process, self.gen.next_read())
 
     async def _final_phase(self, addrs: dict[str, Any]) -> None:
-        accounts = self.gen.keys if self.workload.model == "bank" else ()
+        accounts = self._accounts()
         async with self._client(addrs, max(self.workload.timeout, 2.0), random.Random(7),
                                 accounts) as client:
             for op in self.gen.final_ops():

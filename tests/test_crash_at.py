@@ -180,7 +180,7 @@ class CrashableCluster:
             self._end(mid, -9)
 
     def signal(self, mid: str, sig: int) -> None:
-        pass
+        """(No test here pauses a member: crash-at never signals one.)"""
 
     def start(self, mid: str) -> None:
         self._log("start", mid, None)

@@ -4,6 +4,7 @@ control port."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -440,10 +441,8 @@ def mounted_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _killpg(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_written_not_fsynced_is_gone_after_power_off_and_fsynced_stays(

@@ -17,6 +17,7 @@ invalidates the kernel's cached attributes, pages and entries of what it touched
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -623,15 +624,11 @@ class LossyFS(pyfuse3.Operations):
         entries, attributes and pages may all be stale now. (An error says the kernel had
         nothing cached.)"""
         for parent, name in touched:
-            try:
+            with contextlib.suppress(OSError):
                 pyfuse3.invalidate_entry(parent, name)
-            except OSError:
-                pass
         for ino in inodes:
-            try:
+            with contextlib.suppress(OSError):
                 pyfuse3.invalidate_inode(ino)
-            except OSError:
-                pass
 
     def sync_all(self) -> None:
         """As sync(2), or the kernel's periodic writeback: everything becomes durable."""
@@ -640,10 +637,8 @@ class LossyFS(pyfuse3.Operations):
     def shutdown(self) -> None:
         """A clean unmount: everything written is kept; empty the trash."""
         self.sync_all()
-        try:
+        with contextlib.suppress(OSError):  # something is still in it: leave it
             os.rmdir(self._trash_dir)
-        except OSError:
-            pass  # something is still in it: leave it
 
 
 def _call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
